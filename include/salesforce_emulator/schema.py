@@ -584,8 +584,6 @@ def default_schema() -> Schema:
         _f("BudgetedCost", "currency"),
         _f("ActualCost", "currency"),
         _f("ExpectedRevenue", "currency"),
-        _ro(_f("NumberOfLeads", "int", label="Leads in Campaign")),
-        _ro(_f("NumberOfContacts", "int", label="Contacts in Campaign")),
     ])
 
     member_status = _obj("CampaignMemberStatus", "Campaign Member Status",
