@@ -46,6 +46,7 @@ class Settings:
     deleted_log_days: int = 30  # the deleted endpoint still knows purged ids this long
     replication_window_days: int = 30  # start of updated/deleted must be within this
     locator_idle_seconds: int = 900  # query locators expire after this idle time
+    max_open_locators: int = 10  # per user; opening another evicts the least recently used
     # The updated/deleted endpoints cover changes up to now minus this lag (``[unverified]``).
     latest_date_lag_seconds: int = 0
     # Standard duplicate rules: when true, creating a Lead/Contact whose e-mail matches an
@@ -105,6 +106,7 @@ class Org:
         self.faults: list[Fault] = []
         self.cursors: dict[str, dict] = {}
         self.jobs: dict[str, dict] = {}
+        self.instance_url = "https://127.0.0.1"  # set by the server once it knows its port
         self._last_purge = 0.0
         self._dirty_usage = False
         self._persist_all()
