@@ -1,0 +1,50 @@
+# sfsync developer commands. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
+
+.PHONY: help venv test demo emulator airflow lint bench-emulator clean distclean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+venv: $(STAMP) ## create .venv and install requirements.txt (again only when it changed)
+
+$(STAMP): requirements.txt
+	@if [ ! -x $(PY) ]; then \
+		if [ -z "$(PYTHON)" ]; then echo "error: python3.11 (or python3) not found" >&2; exit 1; fi; \
+		echo "Creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); \
+	fi
+	$(PY) -m pip install --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+test: venv ## run the whole test suite (config in pyproject.toml)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: venv ## start the emulator with demo data and print an org summary through Airflow's SalesforceHook
+	$(PY) scripts/demo.py
+
+emulator: venv ## run the Salesforce emulator in the foreground (EMULATOR_PORT, EMULATOR_DATA, EMULATOR_SEED)
+	$(PY) -m include.salesforce_emulator
+
+airflow: venv ## local Airflow on http://localhost:8080 (AIRFLOW_PORT; admin/admin), plus the emulator
+	scripts/run_airflow.sh
+
+lint: venv ## ruff, plus the Airflow 3 migration rules on dags/ and plugins/
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff check dags plugins --select AIR3
+
+bench-emulator: venv ## benchmark the emulator (scripts/bench_emulator.py)
+	$(PY) scripts/bench_emulator.py
+
+clean: ## remove caches and test/demo state (keeps .venv, .airflow, .emulator, .data)
+	rm -rf .airflow-test .emulator-demo .pytest_cache .ruff_cache
+	find . -path ./.venv -prune -o -type d -name __pycache__ -print0 | xargs -0 rm -rf
+
+distclean: clean ## also remove .venv and local Airflow/emulator/marketing data
+	rm -rf $(VENV) .airflow .emulator .data
