@@ -1,0 +1,66 @@
+"""
+### Salesforce org summary
+
+Counts the records of every object sfsync syncs (leads, contacts, accounts, users, opportunities
+and their contact roles, campaigns and members, tasks, events, and the custom objects
+`Webinar_Attendance__c` and `Subscription__c`) and reads the org's daily API usage, through the
+`salesforce_default` connection.
+
+* **Direction:** read-only (Salesforce → task log / XCom); nothing is written anywhere.
+* **When:** manual trigger only (`schedule=None`). Use it to check a new connection, or to size a
+  first full copy before starting it.
+* **Output:** the task log shows a table; the XCom return value is
+  `{"objects": {name: count | null}, "api_usage": {"used": n, "max": n}}`. A `null` count means the
+  sync user cannot see that object.
+* **Retries:** 2, with exponential backoff; a failed login fails at once (retrying bad credentials
+  only burns login attempts).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from airflow.sdk import dag, task
+
+from include.sfsync.org_summary import format_summary, summarize
+
+log = logging.getLogger("airflow.task")
+
+
+@dag(
+    dag_id="salesforce_org_summary",
+    schedule=None,
+    start_date=datetime(2025, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["sfsync", "salesforce"],
+    doc_md=__doc__,
+    default_args={
+        "owner": "sfsync",
+        "retries": 2,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": timedelta(minutes=5),
+    },
+)
+def salesforce_org_summary():
+    @task(pool="salesforce_api")
+    def summarize_org() -> dict:
+        """Count records per object and read API usage; log a table and return the counts."""
+        # Imported here, not at the top: simple-salesforce is too heavy for parse time. (For the same
+        # reason there is no ExceptionRetryPolicy: RetryRule imports string exception paths at parse time.)
+        from airflow.sdk.exceptions import AirflowFailException
+        from simple_salesforce.exceptions import SalesforceAuthenticationFailed
+
+        try:
+            summary = summarize(conn_id="salesforce_default")
+        except SalesforceAuthenticationFailed as exc:
+            raise AirflowFailException(f"Salesforce login failed, not retrying: {exc}") from exc
+        log.info("Salesforce org summary:\n%s", format_summary(summary))
+        return summary
+
+    summarize_org()
+
+
+salesforce_org_summary()

@@ -1,0 +1,81 @@
+"""Record counts and API usage of a Salesforce org, read through an Airflow connection.
+
+Cheap to import: the Salesforce provider (and with it simple-salesforce and requests) is imported
+inside :func:`summarize`, so DAG files can import this module at parse time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# The objects the sync cares about, in display order.
+SUMMARY_OBJECTS: tuple[str, ...] = (
+    "Lead", "Contact", "Account", "User", "Opportunity", "OpportunityContactRole", "Campaign",
+    "CampaignMember", "Task", "Event", "Webinar_Attendance__c", "Subscription__c",
+)
+
+# errorCodes meaning "the sync user cannot see this object" rather than "something is broken".
+_NOT_VISIBLE_CODES = {"INVALID_TYPE", "NOT_FOUND"}
+
+
+def _error_code(exc: Exception) -> str | None:
+    content = getattr(exc, "content", None)
+    if isinstance(content, list) and content and isinstance(content[0], dict):
+        return content[0].get("errorCode")
+    return None
+
+
+def summarize(conn_id: str = "salesforce_default",
+              objects: tuple[str, ...] = SUMMARY_OBJECTS) -> dict[str, Any]:
+    """Count the records of each object and read the org's daily API usage.
+
+    Returns ``{"objects": {name: count or None}, "api_usage": {"used": int|None, "max": int|None}}``.
+    A count is ``None`` when the sync user cannot see the object (``INVALID_TYPE``); any other
+    Salesforce error propagates so the task fails and retries.
+    """
+    from airflow.providers.salesforce.hooks.salesforce import SalesforceHook
+    from simple_salesforce.exceptions import SalesforceError
+
+    sf = SalesforceHook(salesforce_conn_id=conn_id).conn
+    counts: dict[str, int | None] = {}
+    for name in objects:
+        try:
+            counts[name] = int(sf.query(f"SELECT COUNT() FROM {name}")["totalSize"])
+        except SalesforceError as exc:
+            if _error_code(exc) not in _NOT_VISIBLE_CODES:
+                raise
+            counts[name] = None
+
+    used = maximum = None
+    daily = (sf.limits() or {}).get("DailyApiRequests") or {}
+    if "Max" in daily and "Remaining" in daily:
+        maximum = int(daily["Max"])
+        used = maximum - int(daily["Remaining"])
+    else:  # fall back to the Sforce-Limit-Info header of the last response
+        usage = (sf.api_usage or {}).get("api-usage")
+        if usage is not None:
+            used, maximum = usage.used, usage.total
+    return {"objects": counts, "api_usage": {"used": used, "max": maximum}}
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A plain-text table of :func:`summarize`'s result."""
+    objects: dict[str, int | None] = summary.get("objects", {})
+    rows = [(name, "not visible" if count is None else f"{count:,}") for name, count in objects.items()]
+    total = sum(count for count in objects.values() if count is not None)
+    rows.append(("Total", f"{total:,}"))
+    width_name = max([len("Object")] + [len(name) for name, _ in rows])
+    width_count = max([len("Records")] + [len(count) for _, count in rows])
+    rule = f"{'-' * width_name}  {'-' * width_count}"
+    lines = [f"{'Object':<{width_name}}  {'Records':>{width_count}}", rule]
+    lines += [f"{name:<{width_name}}  {count:>{width_count}}" for name, count in rows[:-1]]
+    lines += [rule, f"{rows[-1][0]:<{width_name}}  {rows[-1][1]:>{width_count}}"]
+
+    usage = summary.get("api_usage") or {}
+    used, maximum = usage.get("used"), usage.get("max")
+    if used is None or maximum is None:
+        lines.append("API requests (24 h): unknown")
+    else:
+        share = f" ({used / maximum:.1%})" if maximum else ""
+        lines.append(f"API requests (24 h): {used:,} of {maximum:,}{share}")
+    return "\n".join(lines)
