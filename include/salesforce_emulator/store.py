@@ -107,9 +107,14 @@ class Org:
         self.cursors: dict[str, dict] = {}
         self.jobs: dict[str, dict] = {}
         self.instance_url = "https://127.0.0.1"  # set by the server once it knows its port
+        self.public_info: dict = {}  # what the startup line announces (set by the server)
         self._last_purge = 0.0
         self._dirty_usage = False
         self._persist_all()
+
+    def info(self) -> dict:
+        return dict(self.public_info, now=self.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    org_id=self.settings.org_id)
 
     # --- metadata -----------------------------------------------------------------------------
 
