@@ -26,7 +26,8 @@ import functools
 import json
 import re
 import sqlite3
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from datetime import UTC, date, datetime, timedelta
 
 from .errors import ApiError
@@ -225,7 +226,10 @@ def _string_token(soql: str, i: int, toks: list[_Tok]) -> int:
     n = len(soql)
     while True:
         if j >= n:
-            raise _malformed(soql, i, "line 1:%d mismatched character '<EOF>' expecting '''" % n)
+            row = soql.count("\n") + 1
+            col0 = n - (soql.rfind("\n") + 1)
+            raise _malformed(soql, i, f"line {row}:{col0} mismatched character '<EOF>' "
+                                      "expecting \"'\"")
         c = soql[j]
         if c == "'":
             break
@@ -833,17 +837,18 @@ class _Joins:
         return f"(CASE substr({fk}, 1, 3) {' '.join(whens)} END){collate}"
 
 
-def _not_deleted(obj: SObject, alias: str, *, indexable: bool = True) -> list[str]:
+def _not_deleted(obj: SObject, alias: str) -> list[str]:
     """Filters of ``query`` (vs ``queryAll``): no deleted rows, no archived activities.
 
-    With a WHERE clause the (unselective) IsDeleted index must not win over the indexes of the
-    user's own conditions, so the column is wrapped in a unary ``+``.
+    Written as an anti-join on rowids: the IsDeleted index yields the (usually few) deleted
+    rowids once, and the main scan can stay on whatever index serves the WHERE / ORDER BY
+    (e.g. ``(SystemModstamp, Id)``) without a table lookup per row.
     """
-    plus = "" if indexable else "+"
-    out = [f"{plus}{alias}.\"IsDeleted\" = 0"]
+    table = quote(obj.name)
+    hidden = f"SELECT rowid FROM {table} WHERE \"IsDeleted\" = 1"
     if obj.archivable and "IsArchived" in obj.fields:
-        out.append(f"{plus}{alias}.\"IsArchived\" = 0")
-    return out
+        hidden += f" UNION ALL SELECT rowid FROM {table} WHERE \"IsArchived\" = 1"
+    return [f"{alias}.rowid NOT IN ({hidden})"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -1198,7 +1203,7 @@ class _Plan:
             if kind == "ALL" or (kind == "CUSTOM") == f.custom:
                 self.add_field(_PathRef([f.name], pos))
 
-    def add_child(self, item: _Item, bulk_ok: bool) -> None:
+    def add_child(self, item: _Item) -> None:
         sub = item.sub
         rels = [r for r in self.ctx.schema.child_relationships(self.obj.name)
                 if r["relationshipName"].lower() == sub.obj_name.lower()]
@@ -1321,7 +1326,7 @@ class _Plan:
         poly = self._poly_maps(db, rows)
         children = self._children(db, rows) if self.childs else []
         child_records = []
-        for ch, groups in zip(self.childs, children):
+        for ch, groups in zip(self.childs, children, strict=True):
             rendered = {}
             for pid, crow in groups.items():
                 recs = ch.plan.render(db, crow, version)
@@ -1473,12 +1478,11 @@ class Prepared:
                 elif it.kind == "fields":
                     plan.add_fields(it.fields_kind, it.pos)
                 elif it.kind == "subquery":
-                    plan.add_child(it, not ctx.bulk)
+                    plan.add_child(it)
         self.columns = plan.columns
         # WHERE / ORDER BY share one set of joins (separate from the select list's)
         joins = _Joins(ctx, base)
-        conds = [] if ctx.include_deleted else _not_deleted(obj, base,
-                                                              indexable=q.where is None)
+        conds = [] if ctx.include_deleted else _not_deleted(obj, base)
         params: list = []
         if q.where is not None:
             w = _Where(ctx, obj, joins, q.alias)
@@ -1600,7 +1604,7 @@ class Prepared:
         out = []
         for row in db.execute(self._agg_sql, self._agg_params):
             rec = {"attributes": {"type": "AggregateResult"}}
-            for (key, f), raw in zip(self._agg_items, row):
+            for (key, f), raw in zip(self._agg_items, row, strict=True):
                 rec[key] = to_json(f, raw) if raw is not None else None
             out.append(rec)
         return out
