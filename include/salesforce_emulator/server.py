@@ -116,7 +116,11 @@ class Dispatcher:
             with self.org.lock:
                 return self._call(route, req)
         except ApiError as err:
-            return error_response(err)
+            response = error_response(err)
+            if route.kind == "rest":
+                with self.org.lock:
+                    response.headers["Sforce-Limit-Info"] = self.org.limit_info()
+            return response
         finally:
             if route.kind in {"rest", "login"}:
                 with self.org.lock:
