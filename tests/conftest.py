@@ -7,6 +7,7 @@ silently keeps the old settings.
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -28,7 +29,10 @@ AIRFLOW_TEST_ENV = {
     "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{TEST_HOME}/airflow.db",
-    # A >= 64-byte secret avoids InsecureKeyLengthWarning; tests only, never used for a real server.
+    # Fixed test-only secrets. The fernet key must not come from airflow.cfg: on a fresh checkout that file
+    # is written by the `airflow db migrate` subprocess *after* this process loaded its (key-less) config.
+    "AIRFLOW__CORE__FERNET_KEY": base64.urlsafe_b64encode(b"sfsync-test-fernet-key-32-bytes!").decode(),
+    # A >= 64-byte secret avoids InsecureKeyLengthWarning.
     "AIRFLOW__API_AUTH__JWT_SECRET": "sfsync-tests-" + "x" * 64,
     "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
 }
