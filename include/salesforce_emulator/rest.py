@@ -3,6 +3,7 @@ replication (updated/deleted)."""
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime, timedelta
 
@@ -411,6 +412,10 @@ def composite(org: Org, req: Request, dispatch) -> Response:
     if len(subs) > 25:
         raise ApiError(400, "INVALID_BATCH_REQUEST", "The composite request cannot contain more "
                        "than 25 subrequests")
+    heavy = [s for s in subs if isinstance(s, dict) and _is_query_or_collection(s.get("url", ""))]
+    if len(heavy) > 5:
+        raise ApiError(400, "INVALID_BATCH_REQUEST", "A composite request can contain at most 5 "
+                       "query or sObject Collections subrequests")
     all_or_none = bool(payload.get("allOrNone"))
     refs: dict[str, object] = {}
     out: list[dict] = []
@@ -456,10 +461,13 @@ def composite(org: Org, req: Request, dispatch) -> Response:
     return json_response(200, {"compositeResponse": out})
 
 
+def _is_query_or_collection(url: str) -> bool:
+    path = str(url).split("?", 1)[0].rstrip("/")
+    return bool(re.search(r"/(query|queryAll)$|/composite/sobjects", path))
+
+
 def _resolve_refs(value, refs: dict):
     if isinstance(value, str):
-        import re
-
         def sub(m):
             path = m.group(1)
             ref, _, rest = path.partition(".")

@@ -219,3 +219,22 @@ def test_composite_batch_and_composite(sf, emulator):
          "body": {"FirstName": "NoLastName"}}]})
     assert [r["httpStatusCode"] for r in rolled["compositeResponse"]] == [400, 400]
     assert sf.query("SELECT COUNT() FROM Account WHERE Name = 'Rolled Back Co'")["totalSize"] == 0
+
+
+def test_composite_allows_at_most_five_queries(sf):
+    subs = [{"method": "GET", "referenceId": f"q{i}",
+             "url": "/services/data/v59.0/query?q=SELECT COUNT() FROM User"} for i in range(6)]
+    with pytest.raises(SalesforceMalformedRequest) as err:
+        sf.restful("composite", method="POST", json={"compositeRequest": subs})
+    assert _code(err) == "INVALID_BATCH_REQUEST"
+    ok = sf.restful("composite", method="POST", json={"compositeRequest": subs[:5]})
+    assert [r["httpStatusCode"] for r in ok["compositeResponse"]] == [200] * 5
+
+
+def test_sessions_time_out_after_the_configured_idle_time(fresh_emulator):
+    sf = fresh_emulator.salesforce()
+    fresh_emulator.control("PATCH", "/settings", json={"session_seconds": 1})
+    logins = fresh_emulator.counters()["login.soap"]
+    time.sleep(1.3)
+    assert sf.query("SELECT COUNT() FROM User")["totalSize"] >= 1  # re-logged in transparently
+    assert fresh_emulator.counters()["login.soap"] == logins + 1
