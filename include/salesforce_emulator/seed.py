@@ -1161,11 +1161,14 @@ class _Bulk:
 
     def convert_some(self, k: int) -> None:
         """Convert ``k`` open leads with records.convert_lead, a few days ago."""
-        rows = self.db.execute('SELECT "Id", "SystemModstamp" FROM "Lead" WHERE "IsConverted" = 0 '
-                               'AND "IsDeleted" = 0 AND "Status" != ? ORDER BY "Id"',
+        rows = self.db.execute('SELECT "Id" FROM "Lead" WHERE "IsConverted" = 0 AND '
+                               '"IsDeleted" = 0 AND "Status" != ? ORDER BY "Id"',
                                ("Closed - Not Converted",)).fetchall()
-        for lead_id, stamp in self.rng.sample(rows, min(k, len(rows))):
-            when = max(self.ts_of(stamp) + 3600, self.now - self.rng.randrange(2, 20) * DAY)
+        lead_obj = self.org.schema.objects["Lead"]
+        for (lead_id,) in self.rng.sample(rows, min(k, len(rows))):
+            # after every write to the lead and the members/activities it moves to the contact
+            latest = _tree_latest(self.org, lead_obj, lead_id)
+            when = max(latest + 3600, self.now - self.rng.randrange(2, 20) * DAY)
             result = records.convert_lead(
                 self.org, lead_id, create_opportunity=self.rng.random() < 0.5,
                 stamp=datetime.fromtimestamp(min(when, self.now), UTC))
