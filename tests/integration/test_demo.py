@@ -12,11 +12,8 @@ from include.sfsync.org_summary import SUMMARY_OBJECTS
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-EMULATOR_MAIN = ROOT / "include" / "salesforce_emulator" / "__main__.py"
 
 
-@pytest.mark.skipif(not EMULATOR_MAIN.exists(),
-                    reason="include/salesforce_emulator/__main__.py (the emulator) does not exist yet")
 def test_demo_prints_org_summary():
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py")], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
