@@ -92,25 +92,21 @@ def oauth_token(org: Org, req: Request) -> Response:
             client_id, _, client_secret = base64.b64decode(basic[6:]).decode().partition(":")
         except Exception:  # noqa: BLE001
             return _oauth_error(400, "invalid_client", "invalid client credentials")
+    client_error = _client_error(org, client_id, client_secret,
+                                 secret_required=grant != "refresh_token")
     if grant == "password":
-        if client_id != s.consumer_key:
-            return _oauth_error(400, "invalid_client_id", "client identifier invalid")
-        if client_secret != s.consumer_secret:
-            return _oauth_error(400, "invalid_client", "invalid client credentials")
+        if client_error:
+            return client_error
         # The token may be appended or not: 127.0.0.1 counts as a trusted IP range.
         if (form.get("username", "").lower() != s.username.lower()
                 or form.get("password") not in {s.password, s.password + s.security_token}):
             return _oauth_error(400, "invalid_grant", "authentication failure")
     elif grant == "client_credentials":
-        if client_id != s.consumer_key:
-            return _oauth_error(400, "invalid_client_id", "client identifier invalid")
-        if client_secret != s.consumer_secret:
-            return _oauth_error(400, "invalid_client", "invalid client credentials")
+        if client_error:
+            return client_error
     elif grant == "refresh_token":
-        if client_id != s.consumer_key:
-            return _oauth_error(400, "invalid_client_id", "client identifier invalid")
-        if client_secret is not None and client_secret != s.consumer_secret:
-            return _oauth_error(400, "invalid_client", "invalid client credentials")
+        if client_error:
+            return client_error
         if form.get("refresh_token") != s.refresh_token:
             return _oauth_error(400, "invalid_grant", "expired access/refresh token")
     elif grant == "urn:ietf:params:oauth:grant-type:jwt-bearer":
@@ -132,6 +128,16 @@ def oauth_token(org: Org, req: Request) -> Response:
     if grant == "client_credentials":
         body["api_instance_url"] = org.instance_url
     return json_response(200, body)
+
+
+def _client_error(org: Org, client_id, client_secret, *, secret_required: bool) -> Response | None:
+    """The connected app's check: an unknown consumer key, or a wrong secret."""
+    if client_id != org.settings.consumer_key:
+        return _oauth_error(400, "invalid_client_id", "client identifier invalid")
+    if (secret_required or client_secret is not None) and client_secret != \
+            org.settings.consumer_secret:
+        return _oauth_error(400, "invalid_client", "invalid client credentials")
+    return None
 
 
 def _check_jwt(org: Org, assertion: str) -> str | None:

@@ -51,7 +51,8 @@ def normalize_id(value: str, *, field: str = "Id") -> str:
     value = value.strip()
     if len(value) == 18:
         if value[15:].upper() != checksum(value[:15]):
-            raise ApiError(400, "MALFORMED_ID", f"{_label(field)}: id value of incorrect type: {value}", [field])
+            raise ApiError(400, "MALFORMED_ID",
+                           f"{_label(field)}: id value of incorrect type: {value}", [field])
         return value[:15] + value[15:].upper()
     return to18(value)
 

@@ -129,16 +129,9 @@ def create(org: Org, sobject: str, values: dict, *, system: bool = False,
 
 def update(org: Org, sobject: str | None, record_id: str, values: dict, *, system: bool = False,
            stamp: datetime | None = None, csv: bool = False) -> None:
-    record_id = normalize_id(record_id)
-    obj = _object(org, sobject) if sobject else object_of(org, record_id)
-    if record_id[:3] != obj.key_prefix:
-        raise not_found()
     with org.tx():
-        existing = fetch_row(org, obj, record_id)
-        if existing is None:
-            raise not_found()
-        if existing.get("IsDeleted"):
-            raise ApiError(404, "ENTITY_IS_DELETED", "entity is deleted", [])
+        obj, existing = _target(org, sobject, record_id, deleted_ok=False)
+        record_id = existing["Id"]
         if obj.name == "Lead" and existing.get("IsConverted") and not system:
             raise ApiError(400, "CANNOT_UPDATE_CONVERTED_LEAD", "cannot reference converted lead",
                            [])
@@ -184,6 +177,19 @@ def find_by(org: Org, obj: SObject, f: Field, value) -> list[str]:
     rows = org.db.execute(f'SELECT "Id" FROM {quote(obj.name)} WHERE {quote(f.name)} = ? '
                           f'AND "IsDeleted" = 0 ORDER BY rowid', (stored,)).fetchall()
     return [r[0] for r in rows]
+
+
+def _target(org: Org, sobject: str | None, record_id: str, *,
+            deleted_ok: bool) -> tuple[SObject, dict]:
+    """The object and current row a write by id addresses, or Salesforce's error for it."""
+    record_id = normalize_id(record_id)
+    obj = _object(org, sobject) if sobject else object_of(org, record_id)
+    row = fetch_row(org, obj, record_id) if record_id[:3] == obj.key_prefix else None
+    if row is None:
+        raise not_found()
+    if row["IsDeleted"] and not deleted_ok:
+        raise ApiError(404, "ENTITY_IS_DELETED", "entity is deleted", [])
+    return obj, row
 
 
 def _object(org: Org, sobject: str) -> SObject:
@@ -481,16 +487,9 @@ def _after_write(org: Org, obj: SObject, existing: dict | None, row: dict) -> No
 
 def delete(org: Org, record_id: str, *, sobject: str | None = None, hard: bool = False,
            stamp: datetime | None = None) -> None:
-    record_id = normalize_id(record_id)
-    obj = _object(org, sobject) if sobject else object_of(org, record_id)
-    if record_id[:3] != obj.key_prefix:
-        raise not_found()
     with org.tx():
-        row = fetch_row(org, obj, record_id)
-        if row is None:
-            raise not_found()
-        if row["IsDeleted"] and not hard:
-            raise ApiError(404, "ENTITY_IS_DELETED", "entity is deleted", [])
+        obj, row = _target(org, sobject, record_id, deleted_ok=hard)
+        record_id = row["Id"]
         if not obj.deletable:
             raise ApiError(400, "INSUFFICIENT_ACCESS_OR_READONLY",
                            "insufficient access rights on object id", [])
