@@ -156,6 +156,10 @@ def settings(org: Org, req: Request) -> Response:
             if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
                 raise ApiError(400, "INVALID_REQUEST", f"setting {key} must be {expected.__name__}")
             setattr(org.settings, key, value)
+        if "org_id" in body:  # another org: its Organization row changes with it
+            normalize_id(body["org_id"], field="org_id")
+            org.db.execute('DELETE FROM "Organization"')
+            org.ensure_organization()
         org.save_settings()
     return json_response(200, asdict(org.settings))
 

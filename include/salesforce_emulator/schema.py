@@ -673,5 +673,19 @@ def default_schema() -> Schema:
         _f("Renewal_Date__c", "date"),
         _f("Active__c", "boolean"),
     ])
-    return Schema([user, account, contact, lead, opportunity, contact_role, campaign,
+    organization = _obj("Organization", "Organization", "Organizations", "00D", [
+        *_system(None, deleted=False),
+        _f("Name", "string", length=80, nillable=False, name_field=True),
+        _picklist("OrganizationType", ("Developer Edition", "Enterprise Edition",
+                                       "Unlimited Edition", "Performance Edition"),
+                  label="Edition"),
+        _f("IsSandbox", "boolean"),
+        _f("InstanceName", "string", length=5),
+        _f("DefaultLocaleSidKey", "string", length=40, label="Locale"),
+        _f("TimeZoneSidKey", "string", length=40, label="Time Zone"),
+    ], createable=False, updateable=False, deletable=False, undeletable=False,
+        replicateable=False)
+    for f in organization.fields.values():
+        f.createable = f.updateable = False
+    return Schema([organization, user, account, contact, lead, opportunity, contact_role, campaign,
                    member_status, member, task, event, webinar, subscription])

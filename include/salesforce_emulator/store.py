@@ -111,6 +111,7 @@ class Org:
         self._last_purge = 0.0
         self._dirty_usage = False
         self._persist_all()
+        self.ensure_organization()
 
     def info(self) -> dict:
         return dict(self.public_info, now=self.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -303,6 +304,18 @@ class Org:
             self.db.execute("DELETE FROM _deleted_log WHERE deleted_date < ?", (log_cutoff,))
         return purged
 
+    def ensure_organization(self) -> None:
+        """The org's one Organization row (its Id is the org id the sync locks on)."""
+        stamp = self.now().strftime("%Y-%m-%dT%H:%M:%S")
+        user = to18("0055e0000000001")
+        self.db.execute(
+            'INSERT INTO "Organization" ("Id", "Name", "OrganizationType", "IsSandbox", '
+            '"InstanceName", "DefaultLocaleSidKey", "TimeZoneSidKey", "CreatedDate", '
+            '"LastModifiedDate", "SystemModstamp", "CreatedById", "LastModifiedById") '
+            "VALUES (?, 'sfsync Demo Org', 'Enterprise Edition', 0, 'EMU1', 'en_US', "
+            "'America/Los_Angeles', ?, ?, ?, ?, ?) ON CONFLICT (\"Id\") DO NOTHING",
+            (self.settings.org_id, stamp, stamp, stamp, user, user))
+
     def reset(self) -> None:
         """Drop every record and the delete log; keep settings, schema and the clock."""
         with self.tx():
@@ -311,5 +324,6 @@ class Org:
             self.db.execute("DELETE FROM _deleted_log")
         self.id_counters = {}
         self.save_id_counters()
+        self.ensure_organization()
         self.cursors.clear()
         self.jobs.clear()

@@ -167,3 +167,12 @@ def test_startup_line_and_state_persist_across_restarts(tmp_path):
                                 verify=emu.info["ca_bundle"], timeout=10).json()
         assert settings["api_max"] == 12345
     assert json.loads(json.dumps(info))  # the line was valid JSON
+
+
+def test_organization_row_follows_the_org_id(fresh_emulator):
+    sf = fresh_emulator.salesforce()
+    org = _one(sf, "SELECT Id, Name, IsSandbox FROM Organization")
+    assert org["Id"] == fresh_emulator.control("GET", "/")["org_id"]
+    other = "00D5e0000000OTHEA2"
+    fresh_emulator.control("PATCH", "/settings", json={"org_id": other})
+    assert _one(sf, "SELECT Id FROM Organization")["Id"] == other
