@@ -176,3 +176,22 @@ def test_organization_row_follows_the_org_id(fresh_emulator):
     other = "00D5e0000000OTHEA2"
     fresh_emulator.control("PATCH", "/settings", json={"org_id": other})
     assert _one(sf, "SELECT Id FROM Organization")["Id"] == other
+
+
+def test_seed_and_simulate_over_http(fresh_emulator):
+    emu, sf = fresh_emulator, fresh_emulator.salesforce()
+    counts = emu.control("POST", "/seed", json={"size": 3000, "seed": 7})["counts"]
+    assert sf.query("SELECT COUNT() FROM Lead")["totalSize"] == counts["Lead"] - sf.query_all(
+        "SELECT Id FROM Lead WHERE IsDeleted = true", include_deleted=True)["totalSize"]
+    emu.control("POST", "/clock", json={"advance_seconds": 60})
+    since = emu.control("GET", "/clock")["now"][:19] + "Z"
+    changes = emu.control("POST", "/simulate", json={"creates": 20, "updates": 30, "deletes": 5,
+                                                     "conversions": 2, "rng_seed": 3})
+    touched = sf.query_all(f"SELECT Id FROM Lead WHERE SystemModstamp >= {since}",
+                           include_deleted=True)["records"]
+    expected = set(changes["created"].get("Lead", [])) | set(changes["updated"].get("Lead", [])) \
+        | set(changes["deleted"].get("Lead", [])) | {c["leadId"] for c in changes["converted"]}
+    assert expected and expected <= {r["Id"] for r in touched}
+    with_unknown = requests.post(emu.info["control_url"] + "/simulate", json={"bogus": 1},
+                                 verify=emu.info["ca_bundle"], timeout=10)
+    assert with_unknown.status_code == 400 and "bogus" in with_unknown.text
