@@ -1,0 +1,157 @@
+"""sfsync's configuration: one YAML file users edit, validated with errors that name the key.
+
+The file is ``config/sfsync.yaml`` (or the path in ``SFSYNC_CONFIG``); every key is optional and
+falls back to the defaults below. ``python -m include.sfsync.config`` prints the effective
+configuration; ``python -m include.sfsync.config --mapping`` (with a reachable org) prints every
+field mapping the sync would use, ready to paste under ``mappings:``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_PATH = PROJECT_ROOT / "config" / "sfsync.yaml"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the file and the culprit key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyncFilter(_Strict):
+    """Records whose ``field`` equals ``skip_when`` stay out of the marketing database."""
+
+    object: str
+    field: str
+    skip_when: bool | str | float | None = True
+
+
+class DedupeRule(_Strict):
+    """People sharing the normalised values of ``columns`` are reported as duplicates."""
+
+    name: str
+    columns: list[str] = Field(min_length=1)
+    # lower: trim + lower-case; email: lower-case, trimmed (gmail dots kept); digits: digits only
+    normalize: Literal["lower", "email", "digits", "exact"] = "lower"
+
+
+class FormulaFields(_Strict):
+    """Formula fields change without bumping SystemModstamp, so they are excluded by default.
+
+    Those listed in ``include`` (``Object.Field``) are synced and re-read every
+    ``refresh_minutes`` by the incremental DAG.
+    """
+
+    include: list[str] = []
+    refresh_minutes: int = Field(1440, ge=5)
+
+
+class SyncConfig(_Strict):
+    salesforce_conn_id: str = "salesforce_default"
+    marketing_conn_id: str = "marketing_db"
+    # Custom objects to sync (one table each), as API names.
+    custom_objects: list[str] = ["Webinar_Attendance__c", "Subscription__c"]
+    # Re-read changes this far behind the cursor: late-committing transactions and ties.
+    overlap_seconds: int = Field(300, ge=60, le=86_400)
+    # Above this many records an extract uses Bulk API 2.0 instead of REST pages.
+    bulk_threshold: int = Field(10_000, ge=1)
+    query_batch_size: int = Field(2000, ge=200, le=2000)
+    # Seconds simple-salesforce sleeps before its first Bulk job poll.
+    bulk_poll_seconds: float = Field(2.0, ge=0, le=60)
+    # Fields never synced, per object: {"Lead": ["Description"]}.
+    hidden_fields: dict[str, list[str]] = {}
+    # "Block updates": marketing columns Salesforce values never overwrite once set,
+    # per table: {"person": ["lead_score"]}.
+    block_updates: dict[str, list[str]] = {}
+    formula_fields: FormulaFields = FormulaFields()
+    sync_filters: list[SyncFilter] = [
+        SyncFilter(object="Lead", field="Do_Not_Sync_Marketing__c", skip_when=True),
+        SyncFilter(object="Contact", field="Do_Not_Sync_Marketing__c", skip_when=True),
+    ]
+    # Field mapping overrides, "Object.Field": "column" (null or "" = do not sync the field).
+    mappings: dict[str, str | None] = {}
+    dedupe_rules: list[DedupeRule] = [DedupeRule(name="same_email", columns=["email"],
+                                                 normalize="email")]
+    # Id-set reconciliation (finds records purged beyond the deleted endpoint's window).
+    reconcile_hours: int = Field(24, ge=1)
+    incremental_interval_minutes: int = Field(5, ge=1, le=1440)
+
+    @field_validator("mappings")
+    @classmethod
+    def _mapping_keys(cls, value: dict[str, str | None]) -> dict[str, str | None]:
+        for key, column in value.items():
+            if key.count(".") != 1 or not all(key.split(".")):
+                raise ValueError(f"mapping key {key!r} must look like 'Object.Field'")
+            if column and not column.replace("_", "").isalnum():
+                raise ValueError(f"mapping {key!r}: column {column!r} must be letters, digits "
+                                 "and underscores")
+        return value
+
+    @field_validator("custom_objects")
+    @classmethod
+    def _custom_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not name.endswith("__c"):
+                raise ValueError(f"custom object {name!r} must be an API name ending in __c")
+        return value
+
+    @field_validator("formula_fields")
+    @classmethod
+    def _formula_keys(cls, value: FormulaFields) -> FormulaFields:
+        for key in value.include:
+            if key.count(".") != 1:
+                raise ValueError(f"formula field {key!r} must look like 'Object.Field'")
+        return value
+
+
+def config_path() -> Path:
+    return Path(os.environ.get("SFSYNC_CONFIG") or DEFAULT_PATH)
+
+
+def load_config(path: Path | str | None = None, overrides: dict[str, Any] | None = None
+                ) -> SyncConfig:
+    """Read and validate the configuration (a missing file means all defaults)."""
+    path = Path(path) if path else config_path()
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of settings")
+    data.update(overrides or {})
+    try:
+        return SyncConfig(**data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"{where}: {message}")
+        raise ConfigError(f"{path}: " + "; ".join(problems)) from None
+
+
+if __name__ == "__main__":  # pragma: no cover - a command for users
+    import json
+    import sys
+
+    cfg = load_config()
+    if "--mapping" in sys.argv:
+        from include.sfsync.catalog import build_catalog
+        from include.sfsync.salesforce import SalesforceClient
+
+        client = SalesforceClient.from_connection(cfg.salesforce_conn_id)
+        catalog = build_catalog(client.describe_all(cfg), cfg)
+        print(yaml.safe_dump({"mappings": catalog.mapping_overrides_template()}, sort_keys=True))
+    else:
+        print(json.dumps(cfg.model_dump(), indent=2))

@@ -1,0 +1,401 @@
+"""Load staged Salesforce records into the marketing database.
+
+Rules, for every object:
+
+* A row is written only if the staged version is newer (``SystemModstamp``) than the stored one:
+  loads are idempotent and a backfill may run beside the incremental cycles.
+* ``IsDeleted`` sets ``sfdc_is_deleted`` (rows are kept, flagged); an undelete clears it; ids the
+  deleted endpoint reports that ``queryAll`` no longer returns (purged, hard deleted) are
+  flagged too.
+* The object's cursor advances in the same transaction as the rows it covers.
+
+People: leads and contacts land in one ``person`` row per human. A converted lead's row becomes
+the contact's (``sfdc_type='Contact'``); the contact never creates a second person. A merge in
+Salesforce (``MasterRecordId`` on the deleted loser) merges the losing person into the survivor:
+campaign memberships, activities, contact roles and custom rows move over, and the loser's
+values fill the survivor's blanks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from include.sfsync.catalog import Catalog, ObjectCatalog
+from include.sfsync.mdb import utcnow
+from include.sfsync.salesforce import parse_sf_datetime, parse_value
+
+COUNT_KEYS = ("new", "updated", "deleted", "skipped", "failed")
+
+
+@dataclass
+class Counts:
+    values: Counter = field(default_factory=Counter)
+
+    def add(self, key: str, n: int = 1) -> None:
+        self.values[key] += n
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: int(self.values[k]) for k in COUNT_KEYS}
+
+
+def _insert(conn: Connection):
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
+
+
+class Loader:
+    """Loads batches of one object's staged records inside a caller's transaction."""
+
+    def __init__(self, conn: Connection, tables: dict[str, sa.Table], catalog: Catalog,
+                 obj: ObjectCatalog, counts: Counts, *, max_stamp: datetime | None = None):
+        self.conn = conn
+        self.tables = tables
+        self.catalog = catalog
+        self.obj = obj
+        self.table = tables[obj.type.table]
+        self.counts = counts
+        self.blocked = set(catalog.config.block_updates.get(obj.type.table, []))
+        self.max_stamp = max_stamp
+        self.now = utcnow()
+        person_cols = catalog.tables.get("person", {})
+        self.sf_columns = set(person_cols)  # person columns whose values come from Salesforce
+        self.lead_only = {c for c, col in person_cols.items()
+                          if all(s.startswith("Lead.") for s in col.sources)}
+
+    # --- values ---------------------------------------------------------------------------
+
+    def _values(self, rec: dict) -> dict:
+        out = {}
+        for f in self.obj.synced:
+            if f.sf_field in rec and f.column in self.table.c:
+                out[f.column] = parse_value(f.sf_type, rec[f.sf_field])
+        return out
+
+    def _seen(self, rec: dict) -> datetime:
+        stamp = parse_sf_datetime(rec["SystemModstamp"])
+        if self.max_stamp is None or stamp > self.max_stamp:
+            self.max_stamp = stamp
+        return stamp
+
+    # --- generic objects ------------------------------------------------------------------
+
+    def load(self, records: list[dict]) -> None:
+        if self.obj.sf_object in {"Lead", "Contact"}:
+            self._load_people(records)
+        else:
+            self._load_rows(records)
+
+    def _load_rows(self, records: list[dict]) -> None:
+        t = self.table
+        ids = [r["Id"] for r in records]
+        existing = {r.sfdc_id: r for r in self.conn.execute(
+            sa.select(t).where(t.c.sfdc_id.in_(ids)))} if ids else {}
+        person_ids = self._person_ids(records) if "person_id" in t.c else {}
+        rows = []
+        for rec in records:
+            stamp = self._seen(rec)
+            before = existing.get(rec["Id"])
+            if before is not None and before.sfdc_system_modstamp is not None \
+                    and before.sfdc_system_modstamp >= stamp:
+                continue  # this version (or a newer one) is already stored
+            row = self._values(rec)
+            row.update(sfdc_id=rec["Id"], sfdc_system_modstamp=stamp,
+                       sfdc_is_deleted=bool(rec.get("IsDeleted")), sfsync_updated_at=self.now)
+            if "sfdc_object" in t.c:
+                row["sfdc_object"] = self.obj.sf_object
+            if "person_id" in t.c:
+                person = person_ids.get(rec["Id"])
+                row["person_id"] = person if person is not None else (
+                    before.person_id if before is not None else None)
+            if before is not None:
+                for col in self.blocked:
+                    if getattr(before, col, None) is not None:
+                        row[col] = getattr(before, col)
+            self._count_change(before, row)
+            rows.append(row)
+        self._upsert(rows)
+
+    def _count_change(self, before, row: dict) -> None:
+        if before is None:
+            self.counts.add("deleted" if row["sfdc_is_deleted"] else "new")
+        elif row["sfdc_is_deleted"] and not before.sfdc_is_deleted:
+            self.counts.add("deleted")
+        else:
+            self.counts.add("updated")
+
+    def _upsert(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        t = self.table
+        columns = sorted({c for r in rows for c in r})
+        rows = [{c: r.get(c) for c in columns} | {"sfsync_created_at": self.now} for r in rows]
+        stmt = _insert(self.conn)(t)
+        updates = {c: stmt.excluded[c] for c in columns if c not in {"sfdc_id"}}
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[t.c.sfdc_id], set_=updates,
+            where=sa.or_(t.c.sfdc_system_modstamp.is_(None),
+                         t.c.sfdc_system_modstamp < stmt.excluded.sfdc_system_modstamp))
+        self.conn.execute(stmt, rows)
+
+    def _person_ids(self, records: list[dict]) -> dict[str, int]:
+        """record id -> person id, from the record's contact or lead reference."""
+        refs: dict[str, str] = {}
+        for rec in records:
+            for name in ("ContactId", "WhoId", "LeadId"):
+                value = rec.get(name)
+                if value and value[:3] in {"003", "00Q"}:
+                    refs[rec["Id"]] = value
+                    break
+            else:
+                for f in self.obj.synced:
+                    value = rec.get(f.sf_field)
+                    if f.sf_type == "reference" and ({"Contact", "Lead"} & set(f.reference_to)) \
+                            and value:
+                        refs[rec["Id"]] = value
+                        break
+        found = resolve_people(self.conn, self.tables["person"], set(refs.values()))
+        return {rid: found[ref] for rid, ref in refs.items() if ref in found}
+
+    # --- people ---------------------------------------------------------------------------
+
+    def _load_people(self, records: list[dict]) -> None:
+        person = self.tables["person"]
+        is_lead = self.obj.sf_object == "Lead"
+        id_col = person.c.sfdc_lead_id if is_lead else person.c.sfdc_contact_id
+        stamp_col = "sfdc_lead_system_modstamp" if is_lead else "sfdc_contact_system_modstamp"
+        merges: list[tuple[str, str]] = []
+        for rec in records:
+            stamp = self._seen(rec)
+            current = self._person_by(id_col, rec["Id"])
+            if current is None and not is_lead:  # a converted lead's person becomes the contact
+                if "sfdc_converted_contact_id" in person.c:
+                    current = self._person_by(person.c.sfdc_converted_contact_id, rec["Id"])
+            if current is not None and current._mapping.get(stamp_col) is not None \
+                    and current._mapping[stamp_col] >= stamp:
+                continue
+            deleted = bool(rec.get("IsDeleted"))
+            values = self._values(rec)
+            converted_to = rec.get("ConvertedContactId") if is_lead and rec.get("IsConverted") \
+                else None
+            contact_person = self._person_by(person.c.sfdc_contact_id, converted_to)
+            if contact_person is not None and current is not None \
+                    and contact_person.id == current.id:
+                contact_person = None
+            if is_lead:
+                values = self._lead_values(rec, values, current, converted_to,
+                                           contact_taken=contact_person is not None)
+            else:
+                values.update(sfdc_type="Contact", sfdc_contact_id=rec["Id"], sfdc_id=rec["Id"],
+                              sfdc_system_modstamp=stamp, sfdc_is_deleted=deleted)
+            values[stamp_col] = stamp
+            values["sfsync_updated_at"] = self.now
+            if current is None and contact_person is not None:
+                # This lead's human is already here as the contact's person.
+                if contact_person.sfdc_lead_id is None:
+                    self._write_person(contact_person, values)
+                else:
+                    self.counts.add("updated")  # a second lead converted into the same contact
+                continue
+            current = self._write_person(current, values)
+            if contact_person is not None:  # two rows for one human: fold them together
+                if contact_person.sfdc_lead_id is None:
+                    merge_people(self.conn, self.tables, contact_person.id, current.id,
+                                 reason="lead converted into an existing contact",
+                                 sfdc_id=converted_to, sf_columns=self.sf_columns,
+                                 loser_wins=True)
+                else:
+                    merge_people(self.conn, self.tables, current.id, contact_person.id,
+                                 reason="lead converted into a contact another lead became",
+                                 sfdc_id=rec["Id"], sf_columns=self.sf_columns)
+            if deleted and rec.get("MasterRecordId"):
+                merges.append((rec["Id"], rec["MasterRecordId"]))
+        for loser_sf_id, master_sf_id in merges:
+            loser = self._person_by(id_col, loser_sf_id)
+            survivor = self._person_by(id_col, master_sf_id)
+            if loser is not None and survivor is not None and loser.id != survivor.id:
+                merge_people(self.conn, self.tables, loser.id, survivor.id,
+                             reason=f"{self.obj.sf_object} merge in Salesforce",
+                             sfdc_id=loser_sf_id, sf_columns=self.sf_columns)
+
+    def _write_person(self, current, values: dict):
+        person = self.tables["person"]
+        if current is not None:
+            for col in self.blocked:
+                if current._mapping.get(col) is not None:
+                    values.pop(col, None)
+        if current is None:
+            values["sfsync_created_at"] = self.now
+            new_id = self.conn.execute(person.insert().values(**values)).inserted_primary_key[0]
+            self.counts.add("deleted" if values.get("sfdc_is_deleted") else "new")
+            return self.conn.execute(sa.select(person).where(person.c.id == new_id)).first()
+        self.conn.execute(person.update().where(person.c.id == current.id).values(**values))
+        self.counts.add("deleted" if values.get("sfdc_is_deleted") and not current.sfdc_is_deleted
+                        else "updated")
+        return self.conn.execute(sa.select(person).where(person.c.id == current.id)).first()
+
+    def _lead_values(self, rec: dict, values: dict, current, converted_to: str | None, *,
+                     contact_taken: bool) -> dict:
+        stamp = parse_sf_datetime(rec["SystemModstamp"])
+        if converted_to or (current is not None and current.sfdc_contact_id):
+            # The contact is the person's record now: only lead-only columns still apply.
+            values = {k: v for k, v in values.items() if k in self.lead_only}
+            values.update(sfdc_lead_id=rec["Id"], sfdc_type="Contact")
+            if converted_to and not contact_taken and (current is None
+                                                       or not current.sfdc_contact_id):
+                values.update(sfdc_contact_id=converted_to, sfdc_id=converted_to)
+            return values
+        values.update(sfdc_type="Lead", sfdc_lead_id=rec["Id"], sfdc_id=rec["Id"],
+                      sfdc_system_modstamp=stamp, sfdc_is_deleted=bool(rec.get("IsDeleted")))
+        return values
+
+    def _person_by(self, column, value):
+        if not value:
+            return None
+        person = self.tables["person"]
+        return self.conn.execute(sa.select(person).where(column == value)).first()
+
+    # --- deletes the extract did not see ------------------------------------------------
+
+    def mark_purged(self, deleted: list[tuple[str, str]], seen: set[str]) -> None:
+        """Ids reported by the deleted endpoint that queryAll no longer returns."""
+        purged = [i for i, _when in deleted if i not in seen]
+        if not purged:
+            return
+        t = self.table
+        if self.obj.sf_object in {"Lead", "Contact"}:
+            col = t.c.sfdc_lead_id if self.obj.sf_object == "Lead" else t.c.sfdc_contact_id
+            where = [col.in_(purged), t.c.sfdc_is_deleted.is_(False)]
+            if self.obj.sf_object == "Lead":
+                where.append(t.c.sfdc_contact_id.is_(None))
+        else:
+            where = [t.c.sfdc_id.in_(purged), t.c.sfdc_is_deleted.is_(False)]
+        result = self.conn.execute(t.update().where(*where).values(
+            sfdc_is_deleted=True, sfsync_updated_at=self.now))
+        self.counts.add("deleted", result.rowcount)
+
+
+def resolve_people(conn: Connection, person: sa.Table, sf_ids: set[str]) -> dict[str, int]:
+    """Salesforce lead/contact ids -> person ids (converted leads resolve to their person)."""
+    if not sf_ids:
+        return {}
+    out: dict[str, int] = {}
+    ids = sorted(sf_ids)
+    for i in range(0, len(ids), 500):
+        part = ids[i:i + 500]
+        for row in conn.execute(sa.select(person.c.id, person.c.sfdc_lead_id,
+                                          person.c.sfdc_contact_id).where(
+                sa.or_(person.c.sfdc_lead_id.in_(part), person.c.sfdc_contact_id.in_(part)))):
+            for sf_id in (row.sfdc_lead_id, row.sfdc_contact_id):
+                if sf_id in sf_ids:
+                    out[sf_id] = row.id
+    return out
+
+
+def merge_people(conn: Connection, tables: dict[str, sa.Table], loser_id: int, survivor_id: int,
+                 *, reason: str, sf_columns: set[str], sfdc_id: str | None = None,
+                 loser_wins: bool = False) -> None:
+    """Fold one person into another: children move, blanks fill, the loser row goes away.
+
+    ``loser_wins``: the loser's Salesforce values replace the survivor's (a contact absorbed by
+    its converted lead's person); otherwise they only fill the survivor's blanks.
+    """
+    person = tables["person"]
+    for table in tables.values():
+        if table.name != "person" and "person_id" in table.c:
+            conn.execute(table.update().where(table.c.person_id == loser_id)
+                         .values(person_id=survivor_id))
+    loser = conn.execute(sa.select(person).where(person.c.id == loser_id)).first()
+    survivor = conn.execute(sa.select(person).where(person.c.id == survivor_id)).first()
+    fill = {}
+    for col in person.c:
+        name = col.name
+        if name in {"id", "sfsync_created_at"}:
+            continue
+        mine, theirs = survivor._mapping[name], loser._mapping[name]
+        if theirs is None:
+            continue
+        salesforce_side = name.startswith("sfdc_") or name in sf_columns
+        if mine is None or (loser_wins and salesforce_side and name != "sfdc_lead_id"):
+            fill[name] = theirs
+    if loser_wins:
+        fill.update(sfdc_type="Contact", sfdc_id=loser.sfdc_contact_id,
+                    sfdc_is_deleted=loser.sfdc_is_deleted)
+    conn.execute(person.delete().where(person.c.id == loser_id))
+    if fill:
+        conn.execute(person.update().where(person.c.id == survivor_id).values(**fill))
+    conn.execute(tables["_merge"].insert().values(
+        loser_person_id=loser_id, survivor_person_id=survivor_id, reason=reason, sfdc_id=sfdc_id,
+        merged_at=utcnow()))
+
+
+def load_object(engine: Engine, tables: dict[str, sa.Table], books: dict, catalog: Catalog,
+                run_key: str, sf_object: str, staged_batches) -> dict[str, int]:
+    """Load everything staged for one object in one transaction, advancing its cursor.
+
+    Idempotent: a run whose load already committed returns its recorded counts.
+    """
+    extract_t, count_t, mark_t = books["extract"], books["count"], books["watermark"]
+    obj = catalog.object(sf_object)
+    with engine.begin() as conn:
+        state = conn.execute(sa.select(extract_t).where(
+            extract_t.c.run_key == run_key, extract_t.c.sf_object == sf_object)).first()
+        if state is None or state.status not in {"extracted", "filtered", "loaded"}:
+            raise RuntimeError(f"{sf_object}: nothing extracted for run {run_key}")
+        if state.status == "loaded":
+            row = conn.execute(sa.select(count_t).where(
+                count_t.c.run_key == run_key, count_t.c.sf_object == sf_object,
+                count_t.c.operation == "pull")).first()
+            return {k: getattr(row, k) for k in COUNT_KEYS} if row else {}
+        counts = Counts()
+        skipped = conn.execute(sa.select(count_t.c.skipped).where(
+            count_t.c.run_key == run_key, count_t.c.sf_object == sf_object,
+            count_t.c.operation == "pull")).scalar()
+        counts.add("skipped", skipped or 0)
+        mark = conn.execute(sa.select(mark_t).where(mark_t.c.sf_object == sf_object)).first()
+        loader = Loader(conn, {**tables, "_merge": books["merge"]}, catalog, obj, counts,
+                        max_stamp=mark.cursor_modstamp if mark else None)
+        seen: set[str] = set()
+        for batch in staged_batches:
+            seen.update(r["Id"] for r in batch)
+            loader.load(batch)
+        loader.mark_purged([tuple(d) for d in json.loads(state.deleted_ids or "[]")], seen)
+        # The change query ran after the probe, and Salesforce holds latestDateCovered back to
+        # the start of any open transaction: everything up to it is loaded now.
+        cursor = loader.max_stamp
+        if state.covered_until is not None:
+            cursor = state.covered_until if cursor is None else max(cursor, state.covered_until)
+        values = {"cursor_modstamp": cursor, "updated_at": utcnow()}
+        if state.mode == "full":
+            values["full_copy_done"] = True
+        if mark is None:
+            conn.execute(mark_t.insert().values(sf_object=sf_object, **values))
+        elif cursor is not None:
+            conn.execute(mark_t.update().where(mark_t.c.sf_object == sf_object).values(**values))
+        result = counts.as_dict()
+        record_counts(conn, count_t, run_key, sf_object, "pull", result, state.api_calls)
+        conn.execute(extract_t.update().where(
+            extract_t.c.run_key == run_key, extract_t.c.sf_object == sf_object).values(
+            status="loaded", updated_at=utcnow()))
+    return result
+
+
+def record_counts(conn: Connection, count_t: sa.Table, run_key: str, sf_object: str,
+                  operation: str, counts: dict[str, int], api_calls: int = 0) -> None:
+    key = (count_t.c.run_key == run_key, count_t.c.sf_object == sf_object,
+           count_t.c.operation == operation)
+    values = {**{k: counts.get(k, 0) for k in COUNT_KEYS}, "api_calls": api_calls,
+              "recorded_at": utcnow()}
+    if conn.execute(sa.select(count_t.c.run_key).where(*key)).first():
+        conn.execute(count_t.update().where(*key).values(**values))
+    else:
+        conn.execute(count_t.insert().values(run_key=run_key, sf_object=sf_object,
+                                             operation=operation, **values))

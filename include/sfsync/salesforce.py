@@ -1,0 +1,187 @@
+"""The sync's Salesforce client: Airflow's SalesforceHook underneath, every API call counted.
+
+API calls are money, so everything that can share a call does: describes for all objects go in
+one ``/composite`` request, and so do the change probes (replication ``updated``/``deleted``
+sub-requests) and up to five queries.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from datetime import date, datetime
+from urllib.parse import quote
+
+import requests
+
+API_VERSION = "59.0"
+COMPOSITE_LIMIT = 25  # sub-requests per /composite call
+COMPOSITE_QUERY_LIMIT = 5  # of which queries or collections
+
+
+class CountingSession(requests.Session):
+    """Counts the requests that Salesforce bills as API calls (logins are free)."""
+
+    def __init__(self):
+        super().__init__()
+        self.api_calls = 0
+
+    def request(self, method, url, *args, **kwargs):
+        if "/services/data/" in str(url) or "/services/async/" in str(url):
+            self.api_calls += 1
+        return super().request(method, url, *args, **kwargs)
+
+
+class SalesforceClient:
+    def __init__(self, sf, session: CountingSession, *, bulk_poll_seconds: float = 2.0):
+        self.sf = sf
+        self.session = session
+        self.bulk_poll_seconds = bulk_poll_seconds
+
+    @classmethod
+    def from_connection(cls, conn_id: str, *, bulk_poll_seconds: float = 2.0) -> SalesforceClient:
+        from airflow.providers.salesforce.hooks.salesforce import SalesforceHook
+
+        session = CountingSession()
+        hook = SalesforceHook(salesforce_conn_id=conn_id, session=session)
+        return cls(hook.conn, session, bulk_poll_seconds=bulk_poll_seconds)
+
+    @property
+    def api_calls(self) -> int:
+        return self.session.api_calls
+
+    @property
+    def version(self) -> str:
+        return self.sf.sf_version
+
+    @property
+    def org_id_prefix(self) -> str:
+        """The org id's 15 case-sensitive characters: every session id starts with them."""
+        return (self.sf.session_id or "")[:15]
+
+    @property
+    def instance_url(self) -> str:
+        return f"https://{self.sf.sf_instance}"
+
+    def org_id(self) -> str:
+        return self.sf.query("SELECT Id FROM Organization")["records"][0]["Id"]
+
+    # --- composite -------------------------------------------------------------------------
+
+    def composite(self, subrequests: list[dict]) -> list[dict]:
+        """Run sub-requests (``method``, ``url`` relative to /services/data/vXX.X, optional
+        ``body``), as few /composite calls as the limits allow; results in order."""
+        results: list[dict] = []
+        batch: list[dict] = []
+        heavy = 0
+        for sub in subrequests:
+            is_heavy = sub["url"].startswith(("/query", "/queryAll", "/composite/sobjects"))
+            if len(batch) == COMPOSITE_LIMIT or (is_heavy and heavy == COMPOSITE_QUERY_LIMIT):
+                results += self._composite_call(batch)
+                batch, heavy = [], 0
+            batch.append(sub)
+            heavy += is_heavy
+        if batch:
+            results += self._composite_call(batch)
+        return results
+
+    def _composite_call(self, batch: list[dict]) -> list[dict]:
+        base = f"/services/data/v{self.version}"
+        body = {"allOrNone": False, "compositeRequest": [
+            {"method": s.get("method", "GET"), "url": base + s["url"], "referenceId": f"r{i}",
+             **({"body": s["body"]} if "body" in s else {})} for i, s in enumerate(batch)]}
+        response = self.sf.restful("composite", method="POST", json=body)
+        return [{"status": r["httpStatusCode"], "body": r["body"]}
+                for r in response["compositeResponse"]]
+
+    # --- describe ---------------------------------------------------------------------------
+
+    def describe_all(self, names: list[str]) -> dict[str, dict]:
+        """Describe every object in one call (per 25): name -> describe; invisible ones omitted."""
+        results = self.composite([{"url": f"/sobjects/{n}/describe"} for n in names])
+        out = {}
+        for name, result in zip(names, results, strict=True):
+            if result["status"] == 200:
+                out[name] = result["body"]
+            elif result["status"] != 404:
+                raise SalesforceCallError(f"describe {name}", result)
+        return out
+
+    # --- queries ----------------------------------------------------------------------------
+
+    @staticmethod
+    def query_url(soql: str, *, include_deleted: bool) -> str:
+        return ("/queryAll/" if include_deleted else "/query/") + "?q=" + quote(soql, safe="")
+
+    def query_page(self, soql: str, *, include_deleted: bool) -> dict:
+        return self.sf.query(soql, include_deleted=include_deleted)
+
+    def query_more(self, next_url: str) -> dict:
+        return self.sf.query_more(next_url, identifier_is_url=True)
+
+    def bulk_query(self, sobject: str, soql: str, *, include_deleted: bool,
+                   describe_fields: dict[str, dict], page_size: int = 50_000) -> Iterator[dict]:
+        """Records of a Bulk API 2.0 query job, typed like REST JSON (CSV is all text)."""
+        bulk = getattr(self.sf.bulk2, sobject)
+        pages = (bulk.query_all if include_deleted else bulk.query)(
+            soql, max_records=page_size, wait=self.bulk_poll_seconds)
+        for page in pages:
+            reader = csv.reader(io.StringIO(page, newline=""))
+            header = next(reader, None)
+            if not header:
+                continue
+            types = [describe_fields.get(h, {}).get("type", "string") for h in header]
+            for row in reader:
+                yield {h: csv_value(t, v) for h, t, v in zip(header, types, row, strict=True)}
+
+
+class SalesforceCallError(RuntimeError):
+    def __init__(self, what: str, result: dict):
+        body = result.get("body")
+        code = body[0].get("errorCode") if isinstance(body, list) and body else None
+        super().__init__(f"{what}: HTTP {result.get('status')} {code or ''} {body}")
+        self.status = result.get("status")
+        self.code = code
+
+
+def csv_value(sf_type: str, text: str):
+    """A Bulk CSV cell as REST JSON would carry it."""
+    if sf_type == "boolean":
+        return text.lower() == "true"
+    if text == "":
+        return None
+    if sf_type == "int":
+        return int(float(text))
+    if sf_type in {"double", "currency", "percent"}:
+        return float(text)
+    return text
+
+
+def parse_value(sf_type: str, value):
+    """REST JSON value -> Python value for the marketing database."""
+    if value is None:
+        return None
+    if sf_type == "datetime":
+        return parse_sf_datetime(value)
+    if sf_type == "date":
+        return date.fromisoformat(value[:10])
+    if sf_type == "int":
+        return int(value)
+    if sf_type in {"double", "currency", "percent"}:
+        return float(value)
+    if sf_type == "boolean":
+        return bool(value)
+    return value
+
+
+def parse_sf_datetime(value: str) -> datetime:
+    """``2026-11-23T05:00:00.000+0000`` (REST) or ``...000Z`` (Bulk) -> aware datetime."""
+    text = value.replace("Z", "+00:00")
+    if len(text) > 5 and text[-5] in "+-" and text[-3] != ":":
+        text = text[:-2] + ":" + text[-2:]
+    return datetime.fromisoformat(text)
+
+
+def soql_datetime(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
