@@ -190,8 +190,10 @@ def counters(org: Org, req: Request) -> Response:
             org.api_used = 0
         org.save_usage()
     return json_response(200, {"calls": dict(sorted(org.calls.items())),
+                               # API calls only: logins and refused calls are not billed
                                "total": sum(v for k, v in org.calls.items()
-                                            if k != "REQUEST_LIMIT_EXCEEDED"),
+                                            if k != "REQUEST_LIMIT_EXCEEDED"
+                                            and not k.startswith("login.")),
                                "api_usage": {"used": org.api_used, "max": org.settings.api_max}})
 
 

@@ -8,6 +8,7 @@ import json
 import logging
 import threading
 import time
+from email.utils import formatdate
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -209,6 +210,9 @@ class AsgiApp:
             response = error_response(ApiError(500, "UNKNOWN_EXCEPTION",
                                                "An unexpected error occurred."))
         out_headers = [(k.lower().encode(), str(v).encode()) for k, v in response.headers.items()]
+        # The org's clock, as a real server's Date header carries the server's time.
+        out_headers.append((b"date", formatdate(self.dispatch.org.now().timestamp(),
+                                                usegmt=True).encode()))
         if response.content_type:
             out_headers.append((b"content-type", response.content_type.encode()))
         await send({"type": "http.response.start", "status": response.status,
@@ -240,7 +244,7 @@ class EmulatorServer:
         return uvicorn.Config(AsgiApp(self.org), host="127.0.0.1", port=self.requested_port,
                               ssl_certfile=str(self.tls["cert"]), ssl_keyfile=str(self.tls["key"]),
                               log_level="warning", access_log=False, lifespan="off",
-                              timeout_keep_alive=30)
+                              timeout_keep_alive=30, date_header=False)
 
     def _bound_port(self) -> int:
         return self._server.servers[0].sockets[0].getsockname()[1]

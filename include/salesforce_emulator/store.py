@@ -89,8 +89,13 @@ class Org:
         self.db.execute("CREATE INDEX IF NOT EXISTS ix_deleted_log ON _deleted_log "
                         "(sobject, deleted_date)")
         self.db.execute("CREATE INDEX IF NOT EXISTS ix_deleted_log_id ON _deleted_log (id)")
-        self.schema = Schema.from_json(self._meta("schema")) if self._meta("schema") \
-            else default_schema()
+        self.schema = default_schema()
+        if self._meta("schema"):  # keep drift made through the control API; gain new objects
+            stored = Schema.from_json(self._meta("schema"))
+            self.schema = Schema([stored.objects.get(name, obj)
+                                  for name, obj in self.schema.objects.items()]
+                                 + [o for n, o in stored.objects.items()
+                                    if n not in self.schema.objects])
         create_tables(self.db, self.schema)
         self.settings = Settings(**{k: v for k, v in (self._meta("settings") or {}).items()
                                     if k in {f.name for f in fields(Settings)}})

@@ -38,6 +38,7 @@ from include.sfsync.salesforce import (
 )
 
 REPLICATION_WINDOW = timedelta(days=29)  # getUpdated/getDeleted accept 30 days back
+PROBE_HORIZON = timedelta(days=1)  # the probe window's end, past any clock skew
 STAGE_CHUNK = 2000
 
 
@@ -53,8 +54,30 @@ class ObjectPlan:
 
 def changes_soql(obj: ObjectCatalog, cursor_from: datetime | None, *,
                  created_from: datetime | None = None, created_to: datetime | None = None,
-                 resume: tuple[datetime, str] | None = None) -> str:
-    """The extract query: changes since a cursor (keyset order), or a CreatedDate window."""
+                 resume: tuple[datetime, str] | None = None, live_only: bool = False) -> str:
+    """The extract query: changes since a cursor (keyset order), or a CreatedDate window.
+
+    Run it through ``queryAll``: only that returns archived activities (closed tasks and events
+    older than a year); ``live_only`` leaves the recycle bin out (a full copy)."""
+    where = _conditions(cursor_from, created_from, created_to, resume)
+    where += ["IsDeleted = false"] if live_only else []
+    keyed = created_from is not None or created_to is not None or resume is not None
+    soql = f"SELECT {', '.join(obj.soql_fields)} FROM {obj.sf_object}"
+    if where:
+        soql += " WHERE " + " AND ".join(where)
+    return soql + (" ORDER BY CreatedDate, Id" if keyed else " ORDER BY SystemModstamp, Id")
+
+
+def count_soql(sf_object: str, cursor_from: datetime | None = None, *,
+               created_from: datetime | None = None, created_to: datetime | None = None,
+               resume: tuple[datetime, str] | None = None, live_only: bool = False) -> str:
+    """``SELECT COUNT()`` over exactly the rows ``changes_soql`` reads."""
+    where = _conditions(cursor_from, created_from, created_to, resume)
+    where += ["IsDeleted = false"] if live_only else []
+    return f"SELECT COUNT() FROM {sf_object}" + (" WHERE " + " AND ".join(where) if where else "")
+
+
+def _conditions(cursor_from, created_from, created_to, resume) -> list[str]:
     where = []
     if cursor_from is not None:
         where.append(f"SystemModstamp >= {soql_datetime(cursor_from)}")
@@ -62,17 +85,11 @@ def changes_soql(obj: ObjectCatalog, cursor_from: datetime | None, *,
         where.append(f"CreatedDate >= {soql_datetime(created_from)}")
     if created_to is not None:
         where.append(f"CreatedDate < {soql_datetime(created_to)}")
-    order = "SystemModstamp, Id"
     if resume is not None:  # continue a copy after the last (CreatedDate, Id) it loaded
         stamp, last_id = resume
         where.append(f"(CreatedDate > {soql_datetime(stamp)} OR (CreatedDate = "
                      f"{soql_datetime(stamp)} AND Id > '{last_id}'))")
-    if created_from is not None or created_to is not None or resume is not None:
-        order = "CreatedDate, Id"
-    soql = f"SELECT {', '.join(obj.soql_fields)} FROM {obj.sf_object}"
-    if where:
-        soql += " WHERE " + " AND ".join(where)
-    return soql + f" ORDER BY {order}"
+    return where
 
 
 def _floor_minute(value: datetime) -> datetime:
@@ -90,22 +107,30 @@ def probe(client: SalesforceClient, engine: Engine, books: dict, catalog: Catalo
     if done and len(done) == len(catalog.objects):  # a retry: the probe already ran
         return {name: ObjectPlan(name, r.mode, r.cursor_from, r.covered_until)
                 for name, r in done.items()}
-    now = datetime.now(tz=utcnow().tzinfo)
+    now = client.server_now()  # windows are judged by Salesforce's clock, not ours
     overlap = timedelta(seconds=catalog.config.overlap_seconds)
     plans: dict[str, ObjectPlan] = {}
     subrequests, asked = [], []
     for obj in catalog.ordered():
         mark = marks.get(obj.sf_object)
         if mark is None or mark.cursor_modstamp is None:
-            plans[obj.sf_object] = ObjectPlan(obj.sf_object, "full")
+            # The full read runs after this moment; the overlap covers open transactions.
+            plans[obj.sf_object] = ObjectPlan(obj.sf_object, "full", covered_until=now - overlap)
             continue
         cursor_from = mark.cursor_modstamp - overlap
         plan = ObjectPlan(obj.sf_object, "changes", cursor_from)
         plans[obj.sf_object] = plan
+        # The window reaches back over the overlap, not just to the previous latestDateCovered:
+        # a transaction committing late (stamped before that coverage) must still make the
+        # object non-idle, or the change query that would read it never runs.
         start = _floor_minute(cursor_from)
-        if now - start > REPLICATION_WINDOW or now - start < timedelta(minutes=2):
+        if now - start > REPLICATION_WINDOW:
             continue  # outside what the replication API answers: just query
-        window = f"?start={soql_datetime(start)}&end={soql_datetime(now + timedelta(minutes=1))}"
+        # "Now" is Salesforce's, not this worker's: the window ends well ahead of either clock
+        # and Salesforce caps latestDateCovered at its own time (a worker clock behind
+        # Salesforce's would otherwise cap the coverage and keep re-reading the same changes).
+        end = max(now, start) + PROBE_HORIZON
+        window = f"?start={soql_datetime(start)}&end={soql_datetime(end)}"
         subrequests += [{"url": f"/sobjects/{obj.sf_object}/updated/{window}"},
                         {"url": f"/sobjects/{obj.sf_object}/deleted/{window}"}]
         asked.append(obj.sf_object)
@@ -121,6 +146,16 @@ def probe(client: SalesforceClient, engine: Engine, books: dict, catalog: Catalo
                                  parse_sf_datetime(deleted["body"]["latestDateCovered"]))
         if not plan.updated_ids and not plan.deleted:
             plan.mode = "idle"
+    # Objects the replication API did not cover (a first copy, a cursor older than its window,
+    # an object that is not replicateable) are read by queries that run after this probe, so
+    # they cover at least what every probed object covers: Salesforce's own time, held back for
+    # open transactions. Without it such a cursor would stay at its newest record for ever and
+    # the object would be queried on every cycle.
+    covered = [p.covered_until for p in plans.values() if p.covered_until is not None]
+    if covered:
+        for plan in plans.values():
+            if plan.covered_until is None:
+                plan.covered_until = min(covered)
     _first_pages(client, engine, books, catalog, run_key, plans)
     return plans
 
@@ -207,16 +242,19 @@ def extract(client: SalesforceClient | None, engine: Engine, books: dict, catalo
         else:
             conn.execute(books["stage"].delete().where(books["stage"].c.run_key == run_key,
                                                        books["stage"].c.sf_object == sf_object))
+            # queryAll either way: a plain query misses archived activities; a full copy leaves
+            # the recycle bin out.
             full = state.mode == "full"
-            soql = changes_soql(obj, state.cursor_from)
-            count = client.sf.query(f"SELECT COUNT() FROM {sf_object}" + (
-                "" if full else f" WHERE SystemModstamp >= {soql_datetime(state.cursor_from)}"),
-                include_deleted=not full)["totalSize"]
+            live_only = full and "IsDeleted" in obj.describe_fields  # User has no recycle bin
+            soql = changes_soql(obj, state.cursor_from, live_only=live_only)
+            count = client.sf.query(count_soql(sf_object, None if full else state.cursor_from,
+                                               live_only=live_only), include_deleted=True
+                                    )["totalSize"]
             rows = 0
             if count > catalog.config.bulk_threshold:
                 mode = "bulk"
                 chunk = []
-                for rec in client.bulk_query(sf_object, soql, include_deleted=not full,
+                for rec in client.bulk_query(sf_object, soql, include_deleted=True,
                                              describe_fields=obj.describe_fields):
                     chunk.append(rec)
                     if len(chunk) == STAGE_CHUNK:
@@ -225,7 +263,7 @@ def extract(client: SalesforceClient | None, engine: Engine, books: dict, catalo
                 rows += _stage(conn, books, run_key, sf_object, chunk, rows)
             elif count:
                 mode = "rest"
-                body = client.sf.query(soql, include_deleted=not full)
+                body = client.sf.query(soql, include_deleted=True)
                 while True:
                     rows += _stage(conn, books, run_key, sf_object, body["records"], rows)
                     if body.get("done", True):

@@ -172,7 +172,7 @@ class Loader:
         is_lead = self.obj.sf_object == "Lead"
         id_col = person.c.sfdc_lead_id if is_lead else person.c.sfdc_contact_id
         stamp_col = "sfdc_lead_system_modstamp" if is_lead else "sfdc_contact_system_modstamp"
-        merges: list[tuple[str, str]] = []
+        merges: list[tuple[str, str, datetime]] = []
         for rec in records:
             stamp = self._seen(rec)
             current = self._person_by(id_col, rec["Id"])
@@ -183,6 +183,13 @@ class Loader:
                     and current._mapping[stamp_col] >= stamp:
                 continue
             deleted = bool(rec.get("IsDeleted"))
+            if deleted and rec.get("MasterRecordId"):
+                # A merge loser: its person folds into the survivor's after this batch, with
+                # the values it has here (its last Salesforce version must not overwrite
+                # them). Never synced, or already merged away (an overlap re-read): nothing to do.
+                if current is not None:
+                    merges.append((rec["Id"], rec["MasterRecordId"], stamp))
+                continue
             values = self._values(rec)
             converted_to = rec.get("ConvertedContactId") if is_lead and rec.get("IsConverted") \
                 else None
@@ -216,15 +223,21 @@ class Loader:
                     merge_people(self.conn, self.tables, current.id, contact_person.id,
                                  reason="lead converted into a contact another lead became",
                                  sfdc_id=rec["Id"], sf_columns=self.sf_columns)
-            if deleted and rec.get("MasterRecordId"):
-                merges.append((rec["Id"], rec["MasterRecordId"]))
-        for loser_sf_id, master_sf_id in merges:
+        for loser_sf_id, master_sf_id, stamp in merges:
             loser = self._person_by(id_col, loser_sf_id)
             survivor = self._person_by(id_col, master_sf_id)
-            if loser is not None and survivor is not None and loser.id != survivor.id:
+            if loser is None:
+                continue
+            self.counts.add("deleted")
+            if survivor is not None and loser.id != survivor.id:
                 merge_people(self.conn, self.tables, loser.id, survivor.id,
                              reason=f"{self.obj.sf_object} merge in Salesforce",
                              sfdc_id=loser_sf_id, sf_columns=self.sf_columns)
+            else:  # the survivor is not synced (e.g. filtered out): keep the loser, flagged
+                values = {"sfdc_is_deleted": True, stamp_col: stamp, "sfsync_updated_at": self.now}
+                if loser.sfdc_id == loser_sf_id:
+                    values["sfdc_system_modstamp"] = stamp
+                self.conn.execute(person.update().where(person.c.id == loser.id).values(**values))
 
     def _write_person(self, current, values: dict):
         person = self.tables["person"]
@@ -232,12 +245,15 @@ class Loader:
             for col in self.blocked:
                 if current._mapping.get(col) is not None:
                     values.pop(col, None)
+        # Values go as parameters, not into the statement: SQLAlchemy then compiles each
+        # statement shape once instead of once per row.
         if current is None:
             values["sfsync_created_at"] = self.now
-            new_id = self.conn.execute(person.insert().values(**values)).inserted_primary_key[0]
+            new_id = self.conn.execute(person.insert(), values).inserted_primary_key[0]
             self.counts.add("deleted" if values.get("sfdc_is_deleted") else "new")
             return self.conn.execute(sa.select(person).where(person.c.id == new_id)).first()
-        self.conn.execute(person.update().where(person.c.id == current.id).values(**values))
+        self.conn.execute(person.update().where(person.c.id == sa.bindparam("_person_pk")),
+                          {**values, "_person_pk": current.id})
         self.counts.add("deleted" if values.get("sfdc_is_deleted") and not current.sfdc_is_deleted
                         else "updated")
         return self.conn.execute(sa.select(person).where(person.c.id == current.id)).first()
@@ -374,7 +390,9 @@ def load_object(engine: Engine, tables: dict[str, sa.Table], books: dict, catalo
         if state.covered_until is not None:
             cursor = state.covered_until if cursor is None else max(cursor, state.covered_until)
         values = {"cursor_modstamp": cursor, "updated_at": utcnow()}
-        if state.mode == "full":
+        if state.covered_until is not None:
+            values["covered_until"] = state.covered_until
+        if state.cursor_from is None:  # a full copy (the extract records rest/bulk as its mode)
             values["full_copy_done"] = True
         if mark is None:
             conn.execute(mark_t.insert().values(sf_object=sf_object, **values))

@@ -287,7 +287,8 @@ def ensure_schema(engine: Engine, catalog: Catalog) -> tuple[dict[str, sa.Table]
 
 
 def _needs_widening(existing_type, wanted_type) -> bool:
-    """True when values stored under ``existing_type`` may not fit ``wanted_type``."""
+    """True when the field's new values (``wanted_type``) may not fit the existing column:
+    the column becomes text, which keeps every stored value (as text) and takes the new ones."""
     def family(t) -> str:
         if isinstance(t, (sa.Text, sa.String)):
             return "text"
@@ -304,9 +305,9 @@ def _needs_widening(existing_type, wanted_type) -> bool:
         return "other"
 
     have, want = family(existing_type), family(wanted_type)
-    if have == want or want == "text":
+    if have == want or have == "text":  # anything can be stored as its text
         return False
-    return not (have == "integer" and want == "float")
+    return not (have == "float" and want == "integer")
 
 
 def _record_fields(conn, field_table: sa.Table, catalog: Catalog) -> None:

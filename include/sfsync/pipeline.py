@@ -143,6 +143,21 @@ def add_api_calls(engine: Engine, books: dict, run_key: str, calls: int) -> None
                 api_calls=run_t.c.api_calls + calls))
 
 
+def sync_schema(engine: Engine, books: dict, client: SalesforceClient, config: SyncConfig
+                ) -> tuple[Catalog, dict, dict]:
+    """Org lock, then describe every object in one call and evolve the tables to match."""
+    check_org(engine, books, client)
+    describes = client.describe_all([o.sf_object for o in object_types(config)])
+    with engine.begin() as conn:
+        for name, describe in describes.items():
+            conn.execute(books["describe"].delete().where(books["describe"].c.sf_object == name))
+            conn.execute(books["describe"].insert().values(
+                sf_object=name, describe=json.dumps(describe), fetched_at=utcnow()))
+    catalog = build_catalog(describes, config)
+    tables, books = ensure_schema(engine, catalog)
+    return catalog, tables, books
+
+
 def prepare(run_key: str, *, dag_id: str = "salesforce_incremental_sync",
             config: SyncConfig | None = None, engine: Engine | None = None,
             client: SalesforceClient | None = None) -> dict:
@@ -155,24 +170,18 @@ def prepare(run_key: str, *, dag_id: str = "salesforce_incremental_sync",
         done = {r.sf_object: r.mode for r in conn.execute(sa.select(books["extract"]).where(
             books["extract"].c.run_key == run_key))}
     names = [o.sf_object for o in object_types(config)]
+    custom = list(config.custom_objects)
     if done and set(done) == set(names):  # a retry after the probe: nothing to ask Salesforce
-        return {"objects": done, "api_calls": 0}
+        return {"objects": done, "custom_objects": custom, "api_calls": 0}
     client = client or SalesforceClient.from_connection(
         config.salesforce_conn_id, bulk_poll_seconds=config.bulk_poll_seconds)
     before = client.api_calls
-    check_org(engine, books, client)
-    describes = client.describe_all(names)
-    with engine.begin() as conn:
-        for name, describe in describes.items():
-            conn.execute(books["describe"].delete().where(books["describe"].c.sf_object == name))
-            conn.execute(books["describe"].insert().values(
-                sf_object=name, describe=json.dumps(describe), fetched_at=utcnow()))
-    catalog = build_catalog(describes, config)
-    tables, books = ensure_schema(engine, catalog)
+    catalog, _tables, books = sync_schema(engine, books, client, config)
     plans = X.probe(client, engine, books, catalog, run_key)
     calls = client.api_calls - before
     add_api_calls(engine, books, run_key, calls)
-    return {"objects": {name: plan.mode for name, plan in plans.items()}, "api_calls": calls}
+    return {"objects": {name: plan.mode for name, plan in plans.items()},
+            "custom_objects": custom, "api_calls": calls}
 
 
 def extract_object(run_key: str, sf_object: str, ctx: SyncContext | None = None) -> dict:
@@ -281,6 +290,21 @@ def finish(run_key: str, ctx: SyncContext | None = None, *, status: str = "succe
         calls = conn.execute(sa.select(run_t.c.api_calls).where(run_t.c.run_key == run_key)
                              ).scalar()
     return {"run_key": run_key, "counts": counts, "api_calls": calls, "people_linked": linked}
+
+
+def run_key_of(context) -> str:
+    """The sync run an Airflow task belongs to: one per DAG run."""
+    return f"{context['dag'].dag_id}:{context['run_id']}"
+
+
+def mark_failed(run_key: str, message: str, *, config: SyncConfig | None = None) -> None:
+    """Record a failed run (sync status "Failed") from a DAG failure callback."""
+    config = config or load_config()
+    engine = engine_for(config.marketing_conn_id)
+    books = _books(engine)
+    with engine.begin() as conn:
+        conn.execute(books["run"].update().where(books["run"].c.run_key == run_key).values(
+            status="failed", ended_at=utcnow(), message=message[:2000]))
 
 
 def run_cycle(run_key: str, *, config: SyncConfig | None = None, engine: Engine | None = None,

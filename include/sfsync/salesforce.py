@@ -10,7 +10,8 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from datetime import date, datetime
+from datetime import UTC, date, datetime
+from email.utils import parsedate_to_datetime
 from urllib.parse import quote
 
 import requests
@@ -26,11 +27,14 @@ class CountingSession(requests.Session):
     def __init__(self):
         super().__init__()
         self.api_calls = 0
+        self.server_date: str | None = None  # the Date header of the latest answer
 
     def request(self, method, url, *args, **kwargs):
         if "/services/data/" in str(url) or "/services/async/" in str(url):
             self.api_calls += 1
-        return super().request(method, url, *args, **kwargs)
+        response = super().request(method, url, *args, **kwargs)
+        self.server_date = response.headers.get("Date") or self.server_date
+        return response
 
 
 class SalesforceClient:
@@ -63,6 +67,16 @@ class SalesforceClient:
     @property
     def instance_url(self) -> str:
         return f"https://{self.sf.sf_instance}"
+
+    def server_now(self) -> datetime:
+        """Salesforce's clock (from its latest Date header), not ours: replication windows are
+        judged by the server."""
+        if self.session.server_date:
+            try:
+                return parsedate_to_datetime(self.session.server_date).astimezone(UTC)
+            except (TypeError, ValueError):
+                pass
+        return datetime.now(UTC)
 
     def org_id(self) -> str:
         return self.sf.query("SELECT Id FROM Organization")["records"][0]["Id"]

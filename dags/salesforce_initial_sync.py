@@ -1,0 +1,119 @@
+"""
+### Salesforce initial sync
+
+The first full copy of the org into the marketing database (`marketing_db`), one object per
+mapped task, by **CreatedDate window**.
+
+* **Trigger** (Params form): pick the objects and, optionally, *Created from* / *Created to*
+  (UTC; empty = unbounded). Without dates the whole org is copied.
+* **Backfill** (CLI `airflow backfill create --dag-id salesforce_initial_sync --from-date ...
+  --to-date ...`, the REST API `POST /api/v2/backfills`, or the UI's Backfill form): one run per
+  month; each copies only the records created in its data interval.
+* Each (object, window) copy commits in chunks and resumes where it stopped after a failure;
+  a finished window is never copied again. Bulk API 2.0 above `bulk_threshold` records, REST
+  below. The log shows progress: records done of total, rate and ETA.
+* A copy never overwrites a newer version, so it may run while incremental cycles run. Once the
+  copied windows cover an object's whole history, its incremental cursor starts; until then
+  `salesforce_incremental_sync` copies that object itself rather than skip history.
+* Scheduled runs do nothing: the monthly schedule only gives backfills their windows.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
+
+OBJECTS = ["User", "Account", "Lead", "Contact", "Campaign", "CampaignMember", "Opportunity",
+           "OpportunityContactRole", "Task", "Event", "Webinar_Attendance__c", "Subscription__c"]
+
+
+@task(pool="salesforce_api")
+def plan(params: dict | None = None) -> list[dict]:
+    """Resolve the window (data interval for backfills, Params otherwise), lock the org, evolve
+    the schema."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from include.sfsync.initial import prepare_copy
+    from include.sfsync.pipeline import run_key_of
+
+    context = get_current_context()
+    run = context["dag_run"]
+    if run.run_type == "scheduled":
+        raise AirflowSkipException("the initial sync copies only when triggered or backfilled")
+    if run.run_type == "backfill":
+        start, end = context["data_interval_start"], context["data_interval_end"]
+    else:
+        start = _when(params.get("created_from"), "created_from")
+        end = _when(params.get("created_to"), "created_to")
+        if start and end and start >= end:
+            raise ValueError(f"created_from {start} must be before created_to {end}")
+    objects = prepare_copy(run_key_of(context), list(params["objects"]))
+    window = {"created_from": start.isoformat() if start else None,
+              "created_to": end.isoformat() if end else None}
+    return [{"sf_object": name, **window} for name in objects]  # one copy task each
+
+
+def _when(value, name: str):
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{name}: {value!r} is not a date or datetime (YYYY-MM-DD[THH:MM])") \
+            from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@task(pool="salesforce_api", map_index_template="{{ task.op_kwargs['sf_object'] }}")
+def copy(sf_object: str, created_from: str | None, created_to: str | None) -> dict:
+    """Copy one object's records created in the window; resumable, Bulk above the threshold."""
+    from include.sfsync.initial import copy_window
+    from include.sfsync.pipeline import open_context, run_key_of
+
+    return copy_window(open_context(), run_key_of(get_current_context()), sf_object,
+                       _when(created_from, "created_from"), _when(created_to, "created_to"))
+
+
+@task
+def finish(copies: list[dict]) -> dict:
+    """Link people, start incremental cursors where history is complete, close the run."""
+    from include.sfsync.initial import finish_copy
+    from include.sfsync.pipeline import open_context, run_key_of
+
+    return finish_copy(open_context(), run_key_of(get_current_context()),
+                       [c["sf_object"] for c in copies])
+
+
+@dag(
+    dag_id="salesforce_initial_sync",
+    schedule=CronDataIntervalTimetable("0 0 1 * *", timezone="UTC"),
+    start_date=datetime(2015, 1, 1),
+    catchup=False,
+    max_active_runs=2,
+    tags=["sfsync", "salesforce", "initial-copy"],
+    doc_md=__doc__,
+    params={
+        "objects": Param(OBJECTS, type="array", items={"type": "string", "enum": OBJECTS},
+                         title="Objects", description="Salesforce objects to copy"),
+        "created_from": Param(None, type=["null", "string"], title="Created from (UTC)",
+                              description="Copy records created at or after this date or "
+                                          "datetime; empty: since the beginning"),
+        "created_to": Param(None, type=["null", "string"], title="Created to (UTC)",
+                            description="Copy records created before this date or datetime; "
+                                        "empty: up to now"),
+    },
+    default_args={
+        "owner": "sfsync",
+        "retries": 3,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": timedelta(minutes=10),
+    },
+)
+def salesforce_initial_sync():
+    copies = plan()
+    copy.expand_kwargs(copies) >> finish(copies)
+
+
+salesforce_initial_sync()

@@ -1,0 +1,235 @@
+"""The initial full copy, by CreatedDate windows.
+
+Each (object, window) copy is resumable: rows are committed in chunks in (CreatedDate, Id) order
+and the window remembers the last key it committed, so a retry continues where the failure hit
+instead of starting over. Above ``bulk_threshold`` records a window is read with Bulk API 2.0,
+below with REST pages. Progress (records done of total, rate, ETA) goes to the log.
+
+A copy never moves an object's incremental cursor backwards and never overwrites a newer version
+(a backfill may run while incremental cycles run). The cursor is set once the copies cover the
+object's whole CreatedDate range (see ``close_coverage``), so the incremental DAG never skips
+history.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+
+from include.sfsync import load as L
+from include.sfsync.extract import changes_soql, count_soql
+from include.sfsync.filters import filter_records
+from include.sfsync.mdb import reader, utcnow
+from include.sfsync.pipeline import SyncContext
+from include.sfsync.salesforce import parse_sf_datetime, soql_datetime
+
+log = logging.getLogger(__name__)
+CHUNK = 2000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+FOREVER = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+class Progress:
+    """Logs "done of total, rate, ETA" at most every ``every`` seconds."""
+
+    def __init__(self, label: str, total: int, every: float = 10.0):
+        self.label, self.total, self.every = label, total, every
+        self.started = self.last = time.monotonic()
+        self.done = 0
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last >= self.every or self.done >= self.total:
+            self.last = now
+            log.info("%s", self.line())
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        rate = self.done / elapsed
+        remaining = max(self.total - self.done, 0)
+        eta = f"{remaining / rate:,.0f} s" if rate > 0 and remaining else "-"
+        pct = 100.0 * self.done / self.total if self.total else 100.0
+        return (f"{self.label}: {self.done:,} of {self.total:,} records ({pct:.1f}%), "
+                f"{rate:,.0f} records/s, ETA {eta}")
+
+
+def copy_window(ctx: SyncContext, run_key: str, sf_object: str,
+                created_from: datetime | None, created_to: datetime | None) -> dict:
+    """Copy the records of ``sf_object`` created in [created_from, created_to).
+
+    Returns the counts; a window already copied returns its counts without calling Salesforce.
+    """
+    window_t, count_t = ctx.books["copy_window"], ctx.books["count"]
+    start, end = created_from or EPOCH, created_to or FOREVER
+    key = (window_t.c.sf_object == sf_object, window_t.c.window_start == start,
+           window_t.c.window_end == end)
+    with ctx.engine.begin() as conn:
+        window = conn.execute(sa.select(window_t).where(*key)).first()
+        if window is None:
+            conn.execute(window_t.insert().values(sf_object=sf_object, window_start=start,
+                                                  window_end=end, status="running",
+                                                  started_at=utcnow()))
+            window = conn.execute(sa.select(window_t).where(*key)).first()
+    if window.status == "done":
+        with reader(ctx.engine).connect() as conn:
+            row = conn.execute(sa.select(count_t).where(
+                count_t.c.run_key == run_key, count_t.c.sf_object == sf_object,
+                count_t.c.operation == "copy")).first()
+        return {k: getattr(row, k) for k in L.COUNT_KEYS} if row else {"copied": window.copied}
+    client = ctx.salesforce()
+    calls_before = client.api_calls
+    obj = ctx.catalog.object(sf_object)
+    resume = (window.resume_created, window.resume_id) if window.resume_id else None
+    bounds = {"created_from": created_from, "created_to": created_to, "resume": resume}
+    soql = changes_soql(obj, None, **bounds)
+    total = client.sf.query(count_soql(sf_object, **bounds))["totalSize"]
+    label = f"{sf_object} created {_day(start)}..{_day(end)}"
+    progress = Progress(label, total)
+    log.info("%s: copying %s records with %s", label, f"{total:,}",
+             "Bulk API 2.0" if total > ctx.config.bulk_threshold else "REST")
+    counts = L.Counts()
+    copied = window.copied
+    for chunk in _chunks(_records(ctx, obj, soql, total), CHUNK):
+        kept, skipped = filter_records(obj, chunk)
+        counts.add("skipped", len(skipped))
+        last = chunk[-1]
+        with ctx.engine.begin() as conn:
+            L.Loader(conn, {**ctx.tables, "_merge": ctx.books["merge"]}, ctx.catalog, obj,
+                     counts).load(kept)
+            copied += len(chunk)
+            conn.execute(window_t.update().where(*key).values(
+                resume_created=parse_sf_datetime(last["CreatedDate"]), resume_id=last["Id"],
+                copied=copied))
+            _record(conn, count_t, run_key, sf_object, counts, client.api_calls - calls_before)
+        progress.advance(len(chunk))
+    with ctx.engine.begin() as conn:
+        conn.execute(window_t.update().where(*key).values(status="done", finished_at=utcnow()))
+        _record(conn, count_t, run_key, sf_object, counts, client.api_calls - calls_before)
+    log.info("%s: done. %s", label, progress.line())
+    return counts.as_dict()
+
+
+def _record(conn, count_t, run_key: str, sf_object: str, counts: L.Counts, calls: int) -> None:
+    L.record_counts(conn, count_t, run_key, sf_object, "copy", counts.as_dict(), calls)
+
+
+def _records(ctx: SyncContext, obj, soql: str, total: int):
+    client = ctx.salesforce()
+    if total > ctx.config.bulk_threshold:
+        yield from client.bulk_query(obj.sf_object, soql, include_deleted=False,
+                                     describe_fields=obj.describe_fields)
+        return
+    if not total:
+        return
+    body = client.sf.query(soql)
+    while True:
+        for rec in body["records"]:
+            rec.pop("attributes", None)
+            yield rec
+        if body.get("done", True):
+            return
+        body = client.query_more(body["nextRecordsUrl"])
+
+
+def _chunks(items, size: int):
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _day(value: datetime) -> str:
+    if value in (EPOCH, FOREVER):
+        return "*"
+    return value.strftime("%Y-%m-%d")
+
+
+def close_coverage(ctx: SyncContext, sf_object: str) -> bool:
+    """Start the incremental cursor once the copies cover everything the org holds.
+
+    Covered means the finished windows, merged, span from the object's oldest CreatedDate to the
+    moment the earliest of them started. The cursor is that moment minus the overlap: changes made
+    while copying are read again by the incremental cycles. Returns True when the cursor is set.
+    """
+    window_t, mark_t = ctx.books["copy_window"], ctx.books["watermark"]
+    with reader(ctx.engine).connect() as conn:
+        mark = conn.execute(sa.select(mark_t).where(mark_t.c.sf_object == sf_object)).first()
+        if mark is not None and mark.cursor_modstamp is not None:
+            return True
+        windows = conn.execute(sa.select(window_t).where(
+            window_t.c.sf_object == sf_object, window_t.c.status == "done")
+            .order_by(window_t.c.window_start)).all()
+    if not windows:
+        return False
+    started = min(w.started_at for w in windows)
+    oldest = EPOCH
+    if windows[0].window_start > EPOCH:
+        first = ctx.salesforce().sf.query(
+            f"SELECT CreatedDate FROM {sf_object} ORDER BY CreatedDate ASC LIMIT 1")["records"]
+        if first:
+            oldest = parse_sf_datetime(first[0]["CreatedDate"])
+    reach = oldest
+    for w in windows:
+        if w.window_start > reach:
+            return False  # a gap: some history is not copied yet
+        reach = max(reach, w.window_end)
+    if reach < started:
+        return False
+    cursor = started - timedelta(seconds=ctx.config.overlap_seconds)
+    with ctx.engine.begin() as conn:
+        if mark is None:
+            conn.execute(mark_t.insert().values(sf_object=sf_object, cursor_modstamp=cursor,
+                                                full_copy_done=True, updated_at=utcnow()))
+        else:
+            conn.execute(mark_t.update().where(mark_t.c.sf_object == sf_object).values(
+                cursor_modstamp=cursor, full_copy_done=True, updated_at=utcnow()))
+    log.info("%s: initial copy complete; incremental cycles continue from %s", sf_object,
+             soql_datetime(cursor))
+    return True
+
+
+def prepare_copy(run_key: str, objects: list[str], *, dag_id: str = "salesforce_initial_sync",
+                 config=None, engine=None, client=None) -> list[str]:
+    """Org lock and schema for a copy run; returns the objects to copy, in dependency order."""
+    from include.sfsync.catalog import object_types
+    from include.sfsync.config import ConfigError, load_config
+    from include.sfsync.mdb import engine_for
+    from include.sfsync.pipeline import _books, start_run, sync_schema
+    from include.sfsync.salesforce import SalesforceClient
+
+    config = config or load_config()
+    known = [o.sf_object for o in object_types(config)]
+    unknown = sorted(set(objects) - set(known))
+    if unknown:
+        raise ConfigError(f"objects: {unknown} are not synced objects; choose from {known}")
+    engine = engine or engine_for(config.marketing_conn_id)
+    books = _books(engine)
+    start_run(engine, books, run_key, dag_id, "initial")
+    client = client or SalesforceClient.from_connection(
+        config.salesforce_conn_id, bulk_poll_seconds=config.bulk_poll_seconds)
+    sync_schema(engine, books, client, config)
+    return [name for name in known if name in objects]
+
+
+def finish_copy(ctx: SyncContext, run_key: str, objects: list[str]) -> dict:
+    """Link people that arrived after their rows, start cursors where history is complete."""
+    from include.sfsync.pipeline import finish, link_people
+
+    link_people(ctx)
+    complete = {name: close_coverage(ctx, name) for name in objects}
+    summary = finish(run_key, ctx)
+    summary["cursor_started"] = complete
+    with reader(ctx.engine).connect() as conn:
+        count_t = ctx.books["count"]
+        summary["counts"] = {r.sf_object: {k: getattr(r, k) for k in L.COUNT_KEYS}
+                             for r in conn.execute(sa.select(count_t).where(
+                                 count_t.c.run_key == run_key, count_t.c.operation == "copy"))}
+    return summary
