@@ -1,15 +1,18 @@
 #!/usr/bin/env python
-"""`make demo`: start the Salesforce emulator with demo data and print an org summary through Airflow.
+"""`make demo`: the Salesforce emulator with a demo org, synced into a SQLite marketing database.
 
 1. starts ``python -m include.salesforce_emulator`` (EMULATOR_SEED=demo, a free EMULATOR_PORT,
-   EMULATOR_DATA=<project root>/.emulator-demo) and waits for its ``SALESFORCE_EMULATOR {json}`` line;
-2. points Airflow's ``salesforce_default`` connection at it (``AIRFLOW_CONN_SALESFORCE_DEFAULT``) and
-   trusts its CA (``REQUESTS_CA_BUNDLE``);
-3. runs ``include.sfsync.org_summary.summarize`` (the task of the ``salesforce_org_summary`` DAG) through
-   the Airflow ``SalesforceHook`` and prints the table;
-4. stops the emulator.
+   EMULATOR_DATA=<project root>/.emulator-demo), re-seeds the demo org and waits for its
+   ``SALESFORCE_EMULATOR {json}`` line;
+2. points Airflow's ``salesforce_default`` connection at it (``AIRFLOW_CONN_SALESFORCE_DEFAULT``),
+   trusts its CA (``REQUESTS_CA_BUNDLE``) and ``marketing_db`` at ``.data/demo-marketing.db``;
+3. prints the org summary (the ``salesforce_org_summary`` DAG's task, through the SalesforceHook);
+4. runs the initial copy (the ``salesforce_initial_sync`` DAG's steps), then two incremental cycles
+   (the ``salesforce_incremental_sync`` DAG's steps) with simulated sales activity in between,
+   printing New / Updated / Deleted / Skipped per object and the API calls of each;
+5. stops the emulator.
 
-No Airflow metadata database is needed: the connection comes from the environment.
+No Airflow metadata database is needed: connections come from the environment.
 """
 
 from __future__ import annotations
@@ -37,6 +40,20 @@ def connection_json(info: dict) -> str:
     })
 
 
+def _reset_demo_org(info: dict) -> None:
+    """Every demo starts from the same org: clock back to now, demo data re-seeded."""
+    from datetime import UTC, datetime
+
+    import requests
+
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for path, body in (("/clock", {"set": now, "frozen": False}), ("/seed", {"size": "demo"}),
+                       ("/counters", None)):
+        method = "DELETE" if body is None else "POST"
+        requests.request(method, info["control_url"] + path, json=body, timeout=120,
+                         params={"usage": "true"} if body is None else None).raise_for_status()
+
+
 def main() -> int:
     # Airflow writes airflow.cfg into AIRFLOW_HOME on import; keep it inside the (git-ignored) project.
     os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".airflow"))
@@ -55,6 +72,7 @@ def main() -> int:
               f"user {info['username']})", flush=True)
         os.environ["REQUESTS_CA_BUNDLE"] = info["ca_bundle"]
         os.environ["AIRFLOW_CONN_SALESFORCE_DEFAULT"] = connection_json(info)
+        _reset_demo_org(info)
 
         from include.sfsync.org_summary import format_summary, summarize
 
@@ -62,9 +80,54 @@ def main() -> int:
         print()
         print(format_summary(summary))
         print()
-        print("This is what the `salesforce_org_summary` DAG logs. "
-              "Next: `make test`, or `make airflow` for the UI.")
+        run_sync_demo(info)
+        print("Next: `make test`, or `make airflow` for the UI (DAGs salesforce_initial_sync and "
+              "salesforce_incremental_sync).")
     return 0
+
+
+def run_sync_demo(info: dict) -> None:
+    import requests
+
+    from include.sfsync import initial, pipeline
+    from include.sfsync.catalog import object_types
+    from include.sfsync.config import load_config
+    from include.sfsync.report import counts_table
+
+    def control(path: str, body: dict) -> dict:
+        resp = requests.post(info["control_url"] + path, json=body, timeout=120)
+        resp.raise_for_status()
+        return resp.json()
+
+    database = ROOT / ".data" / "demo-marketing.db"
+    database.parent.mkdir(exist_ok=True)
+    for leftover in database.parent.glob(database.name + "*"):
+        leftover.unlink()
+    os.environ["AIRFLOW_CONN_MARKETING_DB"] = json.dumps({"conn_type": "sqlite",
+                                                          "host": str(database)})
+    config = load_config(overrides={"bulk_poll_seconds": 0})
+    objects = [o.sf_object for o in object_types(config)]
+    objects = initial.prepare_copy("demo:initial", objects, config=config)
+    ctx = pipeline.open_context(config)
+    for name in objects:
+        initial.copy_window(ctx, "demo:initial", name, None, None)
+    summary = initial.finish_copy(ctx, "demo:initial", objects)
+    print(counts_table(summary["counts"], title="Initial copy into " + str(database.relative_to(ROOT)),
+                       api_calls=summary["api_calls"]))
+    activity = [{"creates": 12, "updates": 25, "deletes": 4, "conversions": 2, "rng_seed": 1},
+                {"creates": 6, "updates": 15, "deletes": 2, "undeletes": 1, "merges": 1,
+                 "rng_seed": 2}]
+    for cycle, changes in enumerate(activity, start=1):
+        control("/clock", {"advance_seconds": 300})
+        touched = control("/simulate", changes)
+        control("/clock", {"advance_seconds": 60})
+        result = pipeline.run_cycle(f"demo:cycle{cycle}", config=config)
+        made = ", ".join(f"{k} {v}" for k, v in changes.items() if k != "rng_seed")
+        print()
+        print(counts_table(result["counts"], api_calls=result["api_calls"],
+                           title=f"Incremental cycle {cycle} (simulated sales activity: {made}; "
+                                 f"{len(touched['merged'])} merge(s))"))
+    print()
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from include.sfsync import load as L
 from include.sfsync.extract import changes_soql, count_soql
 from include.sfsync.filters import filter_records
 from include.sfsync.mdb import reader, utcnow
-from include.sfsync.pipeline import SyncContext
+from include.sfsync.pipeline import SyncContext, add_api_calls
 from include.sfsync.salesforce import parse_sf_datetime, soql_datetime
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,7 @@ def copy_window(ctx: SyncContext, run_key: str, sf_object: str,
     with ctx.engine.begin() as conn:
         conn.execute(window_t.update().where(*key).values(status="done", finished_at=utcnow()))
         _record(conn, count_t, run_key, sf_object, counts, client.api_calls - calls_before)
+    add_api_calls(ctx.engine, ctx.books, run_key, client.api_calls - calls_before)
     log.info("%s: done. %s", label, progress.line())
     return counts.as_dict()
 
@@ -215,7 +216,9 @@ def prepare_copy(run_key: str, objects: list[str], *, dag_id: str = "salesforce_
     start_run(engine, books, run_key, dag_id, "initial")
     client = client or SalesforceClient.from_connection(
         config.salesforce_conn_id, bulk_poll_seconds=config.bulk_poll_seconds)
+    before = client.api_calls
     sync_schema(engine, books, client, config)
+    add_api_calls(engine, books, run_key, client.api_calls - before)
     return [name for name in known if name in objects]
 
 
