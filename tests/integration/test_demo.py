@@ -22,3 +22,9 @@ def test_demo_prints_org_summary():
     for name in SUMMARY_OBJECTS:
         assert name in proc.stdout
     assert "API requests (24 h):" in proc.stdout
+    assert "Initial copy into .data/demo-marketing.db" in proc.stdout
+    for cycle in ("Incremental cycle 1", "Incremental cycle 2"):
+        section = proc.stdout.split(cycle, 1)[1].split("Salesforce API calls:", 1)[0]
+        total = next(line for line in section.splitlines() if line.startswith("Total")).split()
+        new, updated = int(total[1]), int(total[2])
+        assert new + updated > 0, section  # the simulated activity arrived
