@@ -18,6 +18,9 @@ into the marketing database (`marketing_db`): users, accounts, people (leads and
   bounds concurrent API use.
 * **First run:** an object without a cursor is copied in full (Bulk above `bulk_threshold`), so
   history is never skipped; `salesforce_initial_sync` does the same by CreatedDate windows.
+* **Maintenance, when due:** re-copy fields newly mapped (config change, or a new field in
+  Salesforce), refresh opted-in formula fields (`formula_fields`), reconcile id sets
+  (`reconcile_hours`) to catch records purged beyond the deleted endpoint's window.
 * **Status:** `sfsync_run` (running / success / failed), `sfsync_count` (New / Updated / Deleted /
   Skipped / Failed per object), `sfsync_error`, `sfsync_duplicate`.
 """
@@ -74,6 +77,15 @@ def load(sf_object: str) -> dict:
 def enabled_custom_objects(plan: dict) -> list[str]:
     """The custom objects the configuration enables (mapped below, one task each)."""
     return plan["custom_objects"]
+
+
+@task(pool="salesforce_api", trigger_rule="none_failed")
+def maintain() -> dict:
+    """When due: re-copy newly mapped fields, refresh opted-in formulas, reconcile id sets."""
+    from include.sfsync.pipeline import maintain as maintain_run
+    from include.sfsync.pipeline import run_key_of
+
+    return maintain_run(run_key_of(get_current_context()))
 
 
 @task(trigger_rule="none_failed")
@@ -140,7 +152,7 @@ def salesforce_incremental_sync():
     names = enabled_custom_objects(plan)
     first_custom, last_custom = custom(names)
     previous >> first_custom
-    last_custom >> finish()
+    last_custom >> maintain() >> finish()
 
 
 salesforce_incremental_sync()

@@ -316,5 +316,13 @@ def run_cycle(run_key: str, *, config: SyncConfig | None = None, engine: Engine 
         extract_object(run_key, obj.sf_object, ctx)
         filter_object(run_key, obj.sf_object, ctx)
         load_object(run_key, obj.sf_object, ctx)
+    maintain(run_key, ctx)
     dedupe_people(run_key, ctx)
     return finish(run_key, ctx)
+
+
+def maintain(run_key: str, ctx: SyncContext | None = None) -> dict:
+    """Field re-copies, formula refreshes and Id-set reconciliation, when due."""
+    from include.sfsync.maintenance import maintain as run_maintenance
+
+    return run_maintenance(run_key, ctx or open_context())

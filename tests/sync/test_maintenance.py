@@ -1,0 +1,73 @@
+"""Maintenance a cycle does when due: field re-copy after a mapping change, formula refresh,
+Id-set reconciliation. Every test runs on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+
+from include.sfsync import pipeline
+from include.sfsync.config import load_config
+
+pytestmark = pytest.mark.integration
+
+
+def _cycle(org, key: str, **overrides) -> dict:
+    org.control("POST", "/clock", json={"advance_seconds": 120})
+    config = load_config(overrides={"bulk_poll_seconds": 0, **overrides})
+    return pipeline.run_cycle(key, config=config)
+
+
+def test_changing_a_mapping_recopies_just_that_field(org, marketing_db):
+    _cycle(org, "c1")
+    titled = {r["Id"]: r["Title"] for r in org.control("GET", "/export", params={
+        "objects": "Lead"})["Lead"] if r["Title"] and not r["IsConverted"]
+        and not r["Do_Not_Sync_Marketing__c"]}
+    assert titled
+    result = _cycle(org, "c2", mappings={"Lead.Title": "job_title"})
+    copied = {r["sfdc_lead_id"]: r["job_title"] for r in marketing_db.rows(
+        "person", "sfdc_type = 'Lead' AND job_title IS NOT NULL")}
+    assert copied == titled
+    assert sum(c["updated"] + c["new"] for c in result["counts"].values()) == 0  # nothing else
+    field, = marketing_db.rows("sfsync_field", "sf_object = 'Lead' AND sf_field = 'Title'",
+                               order="sf_field")
+    assert (field["column_name"], field["synced"], field["needs_backfill"]) == (
+        "job_title", True, False)
+    queries = org.counters().get("query", 0)
+    _cycle(org, "c3", mappings={"Lead.Title": "job_title"})
+    assert org.counters().get("query", 0) == queries  # the re-copy ran once, not every cycle
+
+
+def test_opted_in_formula_is_refreshed_when_due(org, marketing_db):
+    formula = {"formula_fields": {"include": ["Contact.Account_Rating__c"],
+                                  "refresh_minutes": 60}}
+    sf = org.salesforce()
+    account = sf.Account.create({"Name": "Formula Refresh Co", "Rating": "Hot"})["id"]
+    contact = sf.Contact.create({"LastName": "Refreshed", "AccountId": account})["id"]
+    _cycle(org, "c1", **formula)
+    assert marketing_db.one("person", "sfdc_contact_id = :c", c=contact)["account_rating"] == "Hot"
+    sf.Account.update(account, {"Rating": "Cold"})  # the contact's SystemModstamp stays
+    _cycle(org, "c2", **formula)
+    assert marketing_db.one("person", "sfdc_contact_id = :c", c=contact)["account_rating"] == "Hot"
+    marketing_db.execute("UPDATE sfsync_watermark SET formula_refreshed_at = NULL "
+                         "WHERE sf_object = 'Contact'")  # as if the refresh interval passed
+    _cycle(org, "c3", **formula)
+    assert marketing_db.one("person", "sfdc_contact_id = :c", c=contact)["account_rating"] == \
+        "Cold"
+
+
+def test_reconciliation_flags_records_purged_beyond_the_deleted_window(org, marketing_db):
+    sf = org.salesforce()
+    account = sf.Account.create({"Name": "Vanishing Co"})["id"]
+    _cycle(org, "c1")
+    assert marketing_db.one("company", "sfdc_id = :a", a=account)["sfdc_is_deleted"] in (False, 0)
+    org.control("DELETE", f"/records/Account/{account}", params={"hard": "true"})
+    org.control("PATCH", "/settings", json={"deleted_log_days": 0})
+    org.control("POST", "/clock", json={"advance_seconds": 3600})
+    org.control("POST", "/purge", json={})  # the deleted endpoint forgets it
+    _cycle(org, "c2")
+    assert marketing_db.one("company", "sfdc_id = :a", a=account)["sfdc_is_deleted"] in (False, 0)
+    marketing_db.execute("UPDATE sfsync_watermark SET reconciled_at = :t",
+                         t="2000-01-01 00:00:00" if marketing_db.kind == "sqlite"
+                         else "2000-01-01T00:00:00+00:00")
+    _cycle(org, "c3")
+    assert marketing_db.one("company", "sfdc_id = :a", a=account)["sfdc_is_deleted"] in (True, 1)
