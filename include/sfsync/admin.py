@@ -1,0 +1,79 @@
+"""Admin commands for the marketing database.
+
+    python -m include.sfsync.admin status
+    python -m include.sfsync.admin repoint-org --org-id 00D... --yes
+
+``status`` prints the sync status (Last synced / Sync in progress / Failed), the latest run's
+counts and the org the database is locked to. ``repoint-org`` deliberately attaches the
+database to another Salesforce org (for example after a sandbox refresh): it replaces the org
+lock and drops every cursor, so the next cycles copy the new org's data from scratch.
+Connections come from Airflow (``marketing_db``), as for the DAGs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import sqlalchemy as sa
+
+from include.sfsync.config import load_config
+from include.sfsync.ids import looks_like_org_id
+from include.sfsync.mdb import engine_for, reader
+from include.sfsync.pipeline import _books, repoint_org
+from include.sfsync.report import counts_table
+
+
+def status(engine) -> str:
+    books = _books(engine)
+    run_t, count_t, lock_t = books["run"], books["count"], books["org_lock"]
+    with reader(engine).connect() as conn:
+        lock = conn.execute(sa.select(lock_t)).first()
+        last = conn.execute(sa.select(run_t).order_by(run_t.c.started_at.desc()).limit(1)).first()
+        done = conn.execute(sa.select(run_t).where(run_t.c.status == "success")
+                            .order_by(run_t.c.ended_at.desc()).limit(1)).first()
+        counts = {} if last is None else {
+            r.sf_object: {k: getattr(r, k) for k in ("new", "updated", "deleted", "skipped",
+                                                     "failed")}
+            for r in conn.execute(sa.select(count_t).where(count_t.c.run_key == last.run_key))}
+    lines = [f"Org: {lock.org_id} ({lock.instance_url})" if lock else "Org: not locked yet"]
+    if last is None:
+        lines.append("Status: never synced")
+    elif last.status == "running":
+        lines.append(f"Status: Sync in progress (since {last.started_at:%Y-%m-%d %H:%M:%S} UTC)")
+    elif last.status == "failed":
+        lines.append(f"Status: Failed ({last.message or 'see the Airflow task logs'})")
+    if done is not None and (last is None or last.status != "running"):
+        lines.append(f"Last synced {done.ended_at:%Y-%m-%d %H:%M:%S} UTC ({done.run_key})")
+    if counts:
+        lines.append(counts_table(counts, title=f"Latest run {last.run_key}",
+                                  api_calls=last.api_calls))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m include.sfsync.admin",
+                                     description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("status", help="sync status and the latest run's counts")
+    repoint = sub.add_parser("repoint-org", help="attach the database to another org")
+    repoint.add_argument("--org-id", required=True, help="the new org's 15- or 18-char id")
+    repoint.add_argument("--yes", action="store_true", help="confirm: cursors are dropped")
+    args = parser.parse_args(argv)
+    engine = engine_for(load_config().marketing_conn_id)
+    if args.command == "status":
+        print(status(engine))
+        return 0
+    if not looks_like_org_id(args.org_id):
+        parser.error(f"--org-id {args.org_id!r} is not an org id (00D followed by 12 or 15 "
+                     "characters)")
+    if not args.yes:
+        parser.error("re-pointing drops every cursor: add --yes to confirm")
+    repoint_org(engine, args.org_id)
+    print(f"The marketing database now belongs to org {args.org_id}; the next cycles copy its "
+          "data from scratch.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

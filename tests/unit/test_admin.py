@@ -1,0 +1,50 @@
+"""The admin commands: sync status and deliberate re-pointing of the org lock."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import sqlalchemy as sa
+
+from include.sfsync import admin
+from include.sfsync.mdb import create_engine, utcnow
+from include.sfsync.pipeline import _books
+
+
+@pytest.fixture
+def database(tmp_path, monkeypatch):
+    path = tmp_path / "mk.db"
+    monkeypatch.setenv("AIRFLOW_CONN_MARKETING_DB",
+                       json.dumps({"conn_type": "sqlite", "host": str(path)}))
+    engine = create_engine(f"sqlite:///{path}")
+    books = _books(engine)
+    with engine.begin() as conn:
+        conn.execute(books["org_lock"].insert().values(id=1, org_id="00D5e0000000SFEEA2",
+                                                       instance_url="https://x", locked_at=utcnow()))
+        conn.execute(books["watermark"].insert().values(sf_object="Lead", cursor_modstamp=utcnow()))
+        conn.execute(books["run"].insert().values(run_key="r1", status="success",
+                                                  started_at=utcnow(), ended_at=utcnow()))
+        conn.execute(books["count"].insert().values(run_key="r1", sf_object="Lead",
+                                                    operation="pull", new=3, updated=1))
+    return engine, books
+
+
+def test_status_shows_lock_last_sync_and_counts(database, capsys):
+    assert admin.main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "Org: 00D5e0000000SFEEA2" in out and "Last synced" in out
+    assert "Lead" in out and "Total" in out
+
+
+def test_repoint_needs_confirmation_and_drops_cursors(database, capsys):
+    engine, books = database
+    with pytest.raises(SystemExit):
+        admin.main(["repoint-org", "--org-id", "00D5e0000000OTHEA2"])
+    assert "add --yes" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        admin.main(["repoint-org", "--org-id", "nope", "--yes"])
+    assert admin.main(["repoint-org", "--org-id", "00D5e0000000OTHEA2", "--yes"]) == 0
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(books["org_lock"].c.org_id)).scalar() == "00D5e0000000OTHEA2"
+        assert conn.execute(sa.select(sa.func.count()).select_from(books["watermark"])).scalar() == 0
