@@ -26,7 +26,7 @@ $(STAMP): requirements.txt
 test: venv ## run the whole test suite (config in pyproject.toml)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-demo: venv ## start the emulator with demo data and print an org summary through Airflow's SalesforceHook
+demo: venv ## emulator demo org: org summary, initial copy into SQLite, two incremental cycles
 	$(PY) scripts/demo.py
 
 emulator: venv ## run the Salesforce emulator in the foreground (EMULATOR_PORT, EMULATOR_DATA, EMULATOR_SEED)
