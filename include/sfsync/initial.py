@@ -84,9 +84,12 @@ def copy_window(ctx: SyncContext, run_key: str, sf_object: str,
     calls_before = client.api_calls
     obj = ctx.catalog.object(sf_object)
     resume = (window.resume_created, window.resume_id) if window.resume_id else None
-    bounds = {"created_from": created_from, "created_to": created_to, "resume": resume}
+    # queryAll, recycle bin left out: a plain query misses archived activities (closed tasks
+    # and events older than a year). User has no IsDeleted.
+    bounds = {"created_from": created_from, "created_to": created_to, "resume": resume,
+              "live_only": "IsDeleted" in obj.describe_fields}
     soql = changes_soql(obj, None, **bounds)
-    total = client.sf.query(count_soql(sf_object, **bounds))["totalSize"]
+    total = client.sf.query(count_soql(sf_object, **bounds), include_deleted=True)["totalSize"]
     label = f"{sf_object} created {_day(start)}..{_day(end)}"
     progress = Progress(label, total)
     log.info("%s: copying %s records with %s", label, f"{total:,}",
@@ -121,12 +124,12 @@ def _record(conn, count_t, run_key: str, sf_object: str, counts: L.Counts, calls
 def _records(ctx: SyncContext, obj, soql: str, total: int):
     client = ctx.salesforce()
     if total > ctx.config.bulk_threshold:
-        yield from client.bulk_query(obj.sf_object, soql, include_deleted=False,
+        yield from client.bulk_query(obj.sf_object, soql, include_deleted=True,
                                      describe_fields=obj.describe_fields)
         return
     if not total:
         return
-    body = client.sf.query(soql)
+    body = client.sf.query(soql, include_deleted=True)
     while True:
         for rec in body["records"]:
             rec.pop("attributes", None)
@@ -173,8 +176,11 @@ def close_coverage(ctx: SyncContext, sf_object: str) -> bool:
     started = min(w.started_at for w in windows)
     oldest = EPOCH
     if windows[0].window_start > EPOCH:
-        first = ctx.salesforce().sf.query(
-            f"SELECT CreatedDate FROM {sf_object} ORDER BY CreatedDate ASC LIMIT 1")["records"]
+        live = " WHERE IsDeleted = false" if "IsDeleted" in ctx.catalog.object(
+            sf_object).describe_fields else ""
+        first = ctx.salesforce().sf.query(  # queryAll: archived activities count too
+            f"SELECT CreatedDate FROM {sf_object}{live} ORDER BY CreatedDate ASC LIMIT 1",
+            include_deleted=True)["records"]
         if first:
             oldest = parse_sf_datetime(first[0]["CreatedDate"])
     reach = oldest
