@@ -139,7 +139,7 @@ def test_three_month_backfill_copies_exactly_the_windows(tmp_path, emulator):
                       plugins_folder=ROOT / "plugins") as stack:
         stack_ready = time.monotonic()
         stack.backfill(DAG_ID, windows[0][0], windows[-1][0], max_active_runs=3)
-        runs = stack.wait_runs(DAG_ID, run_type="backfill", count=3, timeout=150)
+        runs = stack.wait_runs(DAG_ID, run_type="backfill", count=3, timeout=240)  # ~40 s idle
         backfill_done = time.monotonic()
         tis = {r["dag_run_id"]: stack.task_instances(DAG_ID, r["dag_run_id"]) for r in runs}
         copy_logs = {
