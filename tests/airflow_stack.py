@@ -152,7 +152,12 @@ class AirflowStack:
         triggerer: bool = False,
         startup_timeout: float = 90.0,
         stop_grace: float = 10.0,
+        metadata_url: str | None = None,
     ):
+        # A PostgreSQL metadata database: Airflow on SQLite can crash its scheduler when a
+        # backfill is created under concurrent access (the api-server answers 503 and rolls
+        # back runs the scheduler has already read).
+        self.metadata_url = metadata_url
         self.dags_folder = Path(dags_folder).resolve()
         self.home = Path(home).resolve()
         self.pools = dict(pools or {})
@@ -181,7 +186,8 @@ class AirflowStack:
             "AIRFLOW_HOME": str(self.home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(self.plugins_folder),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home}/airflow.db",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.metadata_url
+            or f"sqlite:///{self.home}/airflow.db",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
@@ -247,7 +253,8 @@ class AirflowStack:
         global _MIGRATED_DB
         db = self.home / "airflow.db"
         with _MIGRATE_LOCK:
-            if _MIGRATED_DB is not None and _MIGRATED_DB.exists() and not db.exists():
+            if (self.metadata_url is None and _MIGRATED_DB is not None and _MIGRATED_DB.exists()
+                    and not db.exists()):
                 shutil.copyfile(_MIGRATED_DB, db)
                 return
             proc = self._run([sys.executable, "-m", "airflow", "db", "migrate"],
@@ -256,7 +263,8 @@ class AirflowStack:
             if proc.returncode != 0:
                 raise AirflowStackError(f"airflow db migrate failed (exit {proc.returncode}):\n"
                                         f"{_tail(self.log_dir / 'db-migrate.log')}")
-            if not any(db.parent.glob("airflow.db-*")):  # no WAL/journal left: the file is complete
+            if self.metadata_url is None and not any(db.parent.glob("airflow.db-*")):
+                # no WAL/journal left: the file is complete
                 cache = Path(tempfile.mkdtemp(prefix="sfsync-airflow-db-")) / "airflow.db"
                 shutil.copyfile(db, cache)
                 _MIGRATED_DB = cache

@@ -8,6 +8,7 @@ silently keeps the old settings.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import subprocess
 import sys
@@ -61,9 +62,9 @@ def _postgres_unavailable(reason: str):
     pytest.skip(f"{message} (start PostgreSQL on 127.0.0.1:5432, trust auth, user postgres)")
 
 
-@pytest.fixture
-def postgres_url():
-    """URL of a fresh throwaway PostgreSQL database, dropped after the test.
+@contextlib.contextmanager
+def throwaway_postgres():
+    """Create a fresh PostgreSQL database and drop it afterwards; yields its URL.
 
     Fails (CI=true) or skips (locally) when PostgreSQL is unreachable.
     """
@@ -82,3 +83,17 @@ def postgres_url():
             yield f"{base}/{name}"
         finally:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def postgres_url():
+    """URL of a fresh throwaway PostgreSQL database, dropped after the test."""
+    with throwaway_postgres() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def airflow_metadata_url():
+    """A throwaway PostgreSQL database for a real Airflow stack's metadata (one per module)."""
+    with throwaway_postgres() as url:
+        yield "postgresql+psycopg2://" + url.split("://", 1)[1]

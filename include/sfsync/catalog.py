@@ -153,8 +153,10 @@ class Catalog:
     config: SyncConfig
 
     def ordered(self) -> list[ObjectCatalog]:
+        """Dependency order: by group, then as listed (leads load before contacts)."""
+        position = {name: i for i, name in enumerate(self.objects)}
         return sorted(self.objects.values(),
-                      key=lambda o: (GROUP_ORDER.index(o.type.group), o.sf_object))
+                      key=lambda o: (GROUP_ORDER.index(o.type.group), position[o.sf_object]))
 
     def object(self, name: str) -> ObjectCatalog:
         return self.objects[name]

@@ -60,14 +60,15 @@ PROBE_DAG = textwrap.dedent('''
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(tmp_path_factory, airflow_metadata_url):
     base = tmp_path_factory.mktemp("airflow-stack")
     dags = base / "dags"
     dags.mkdir()
     (dags / "stack_probe.py").write_text(PROBE_DAG)
     out = base / "out"
     with AirflowStack(dags_folder=dags, home=base / "home", pools={"probe_pool": 3},
-                      env={"SFSYNC_STACK_PROBE_OUT": str(out)}, dag_ids=[DAG_ID]) as running:
+                      env={"SFSYNC_STACK_PROBE_OUT": str(out)}, dag_ids=[DAG_ID],
+                      metadata_url=airflow_metadata_url) as running:
         running.out = out
         print(f"\nAirflowStack started in {running.timings['total']:.1f}s "
               f"({', '.join(f'{k} {v:.1f}s' for k, v in running.timings.items())})")

@@ -105,7 +105,7 @@ def emulator(tmp_path):
         yield emu.info
 
 
-def test_three_month_backfill_copies_exactly_the_windows(tmp_path, emulator):
+def test_three_month_backfill_copies_exactly_the_windows(tmp_path, emulator, airflow_metadata_url):
     started = time.monotonic()
     info = emulator
     control = info["control_url"]
@@ -136,7 +136,8 @@ def test_three_month_backfill_copies_exactly_the_windows(tmp_path, emulator):
     }
     with AirflowStack(dags_folder=dags, home=tmp_path / "home", env=env,
                       pools={"salesforce_api": 2}, dag_ids=[DAG_ID],
-                      plugins_folder=ROOT / "plugins") as stack:
+                      plugins_folder=ROOT / "plugins",
+                      metadata_url=airflow_metadata_url) as stack:
         stack_ready = time.monotonic()
         stack.backfill(DAG_ID, windows[0][0], windows[-1][0], max_active_runs=3)
         runs = stack.wait_runs(DAG_ID, run_type="backfill", count=3, timeout=240)  # ~40 s idle
