@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help venv test demo emulator airflow lint bench-emulator clean distclean
+.PHONY: help venv test demo emulator airflow lint bench-emulator bench-pull clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ lint: venv ## ruff, plus the Airflow 3 migration rules on dags/ and plugins/
 
 bench-emulator: venv ## benchmark the emulator (scripts/bench_emulator.py)
 	$(PY) scripts/bench_emulator.py
+
+bench-pull: venv ## benchmark the pull sync: initial copy + incremental cycles, SQLite and PostgreSQL (scripts/bench_pull.py; BENCH_ARGS="--records 50000")
+	$(PY) scripts/bench_pull.py $(BENCH_ARGS)
 
 clean: ## remove caches and test/demo state (keeps .venv, .airflow, .emulator, .data)
 	rm -rf .airflow-test .emulator-demo .pytest_cache .ruff_cache
