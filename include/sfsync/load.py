@@ -31,6 +31,7 @@ from include.sfsync.mdb import utcnow
 from include.sfsync.salesforce import parse_sf_datetime, parse_value
 
 COUNT_KEYS = ("new", "updated", "deleted", "skipped", "failed")
+_PERSON_KEYS = ("sfdc_lead_id", "sfdc_contact_id", "sfdc_converted_contact_id")
 
 
 @dataclass
@@ -173,6 +174,7 @@ class Loader:
         id_col = person.c.sfdc_lead_id if is_lead else person.c.sfdc_contact_id
         stamp_col = "sfdc_lead_system_modstamp" if is_lead else "sfdc_contact_system_modstamp"
         merges: list[tuple[str, str, datetime]] = []
+        self._prefetch_people(records, is_lead)
         for rec in records:
             stamp = self._seen(rec)
             current = self._person_by(id_col, rec["Id"])
@@ -212,17 +214,21 @@ class Loader:
                 else:
                     self.counts.add("updated")  # a second lead converted into the same contact
                 continue
-            current = self._write_person(current, values)
+            current = self._write_person(current, values, need_row=contact_person is not None)
             if contact_person is not None:  # two rows for one human: fold them together
+                self._flush_people()
                 if contact_person.sfdc_lead_id is None:
                     merge_people(self.conn, self.tables, contact_person.id, current.id,
                                  reason="lead converted into an existing contact",
                                  sfdc_id=converted_to, sf_columns=self.sf_columns,
                                  loser_wins=True)
+                    self._cache.clear()  # merged rows changed or went away
                 else:
                     merge_people(self.conn, self.tables, current.id, contact_person.id,
                                  reason="lead converted into a contact another lead became",
                                  sfdc_id=rec["Id"], sf_columns=self.sf_columns)
+                    self._cache.clear()  # merged rows changed or went away
+        self._flush_people()
         for loser_sf_id, master_sf_id, stamp in merges:
             loser = self._person_by(id_col, loser_sf_id)
             survivor = self._person_by(id_col, master_sf_id)
@@ -233,30 +239,95 @@ class Loader:
                 merge_people(self.conn, self.tables, loser.id, survivor.id,
                              reason=f"{self.obj.sf_object} merge in Salesforce",
                              sfdc_id=loser_sf_id, sf_columns=self.sf_columns)
+                self._cache.clear()  # merged rows changed or went away
             else:  # the survivor is not synced (e.g. filtered out): keep the loser, flagged
                 values = {"sfdc_is_deleted": True, stamp_col: stamp, "sfsync_updated_at": self.now}
                 if loser.sfdc_id == loser_sf_id:
                     values["sfdc_system_modstamp"] = stamp
                 self.conn.execute(person.update().where(person.c.id == loser.id).values(**values))
+                self._forget(loser)
 
-    def _write_person(self, current, values: dict):
+    def _write_person(self, current, values: dict, *, need_row: bool = False):
         person = self.tables["person"]
         if current is not None:
             for col in self.blocked:
                 if current._mapping.get(col) is not None:
                     values.pop(col, None)
-        # Values go as parameters, not into the statement: SQLAlchemy then compiles each
-        # statement shape once instead of once per row.
         if current is None:
             values["sfsync_created_at"] = self.now
-            new_id = self.conn.execute(person.insert(), values).inserted_primary_key[0]
             self.counts.add("deleted" if values.get("sfdc_is_deleted") else "new")
-            return self.conn.execute(sa.select(person).where(person.c.id == new_id)).first()
+            if not need_row:  # the common case: inserted with the batch (executemany)
+                self._pending.append(values)
+                self._pending_keys.update((c, values[c]) for c in _PERSON_KEYS if values.get(c))
+                return None
+            self._flush_people()
+            new_id = self.conn.execute(person.insert(), values).inserted_primary_key[0]
+            return self._reload(new_id)
+        # Values go as parameters, not into the statement: SQLAlchemy then compiles each
+        # statement shape once instead of once per row.
         self.conn.execute(person.update().where(person.c.id == sa.bindparam("_person_pk")),
                           {**values, "_person_pk": current.id})
-        self.counts.add("deleted" if values.get("sfdc_is_deleted") and not current.sfdc_is_deleted
-                        else "updated")
-        return self.conn.execute(sa.select(person).where(person.c.id == current.id)).first()
+        stamp_col = "sfdc_lead_system_modstamp" if self.obj.sf_object == "Lead" \
+            else "sfdc_contact_system_modstamp"
+        first_seen = current._mapping.get(stamp_col) is None  # e.g. a converted lead's contact
+        if values.get("sfdc_is_deleted") and not current.sfdc_is_deleted:
+            self.counts.add("deleted")
+        else:
+            self.counts.add("new" if first_seen else "updated")
+        self._forget(current)
+        return self._reload(current.id) if need_row else None
+
+    # --- the batch's people: prefetched, cached, inserted together --------------------------
+
+    def _prefetch_people(self, records: list[dict], is_lead: bool) -> None:
+        """Load every person this batch can touch in a few IN queries (not one per record)."""
+        self._cache: dict[tuple[str, str], object] = {}
+        self._pending: list[dict] = []
+        self._pending_keys: set[tuple[str, str]] = set()
+        person = self.tables["person"]
+        wanted: dict[str, set[str]] = {c: set() for c in _PERSON_KEYS}
+        ids = {r["Id"] for r in records}
+        wanted["sfdc_lead_id" if is_lead else "sfdc_contact_id"] |= ids
+        masters = {r["MasterRecordId"] for r in records if r.get("MasterRecordId")}
+        wanted["sfdc_lead_id" if is_lead else "sfdc_contact_id"] |= masters
+        if is_lead:
+            wanted["sfdc_contact_id"] |= {r["ConvertedContactId"] for r in records
+                                          if r.get("ConvertedContactId")}
+        elif "sfdc_converted_contact_id" in person.c:
+            wanted["sfdc_converted_contact_id"] |= ids
+        for col, values in wanted.items():
+            if col not in person.c or not values:
+                continue
+            values = sorted(values)
+            for i in range(0, len(values), 500):
+                part = values[i:i + 500]
+                for row in self.conn.execute(sa.select(person).where(person.c[col].in_(part))):
+                    self._cache[(col, row._mapping[col])] = row
+                for value in part:
+                    self._cache.setdefault((col, value), None)
+
+    def _flush_people(self) -> None:
+        if self._pending:
+            person = self.tables["person"]
+            shapes: dict[frozenset, list[dict]] = {}
+            for row in self._pending:  # one executemany per column set: defaults stay intact
+                shapes.setdefault(frozenset(row), []).append(row)
+            for rows in shapes.values():
+                self.conn.execute(person.insert(), rows)
+            for key in self._pending_keys:
+                self._cache.pop(key, None)
+            self._pending.clear()
+            self._pending_keys.clear()
+
+    def _forget(self, row) -> None:
+        for col in _PERSON_KEYS:
+            value = row._mapping.get(col)
+            if value:
+                self._cache.pop((col, value), None)
+
+    def _reload(self, person_id: int):
+        person = self.tables["person"]
+        return self.conn.execute(sa.select(person).where(person.c.id == person_id)).first()
 
     def _lead_values(self, rec: dict, values: dict, current, converted_to: str | None, *,
                      contact_taken: bool) -> dict:
@@ -276,8 +347,15 @@ class Loader:
     def _person_by(self, column, value):
         if not value:
             return None
+        key = (column.name, value)
+        if key in self._pending_keys:  # inserted by this batch: write it before reading it
+            self._flush_people()
+        if key in self._cache:
+            return self._cache[key]
         person = self.tables["person"]
-        return self.conn.execute(sa.select(person).where(column == value)).first()
+        row = self.conn.execute(sa.select(person).where(column == value)).first()
+        self._cache[key] = row
+        return row
 
     # --- deletes the extract did not see ------------------------------------------------
 

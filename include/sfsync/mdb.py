@@ -254,8 +254,9 @@ def build_metadata(catalog: Catalog) -> tuple[sa.MetaData, dict[str, sa.Table], 
         tables[name] = sa.Table(name, metadata, *cols)
     for table in tables.values():
         for ref in ("sfdc_account_id", "sfdc_campaign_id", "sfdc_opportunity_id",
-                    "sfdc_who_id", "sfdc_what_id"):
-            if ref in table.c and not table.c[ref].index:
+                    "sfdc_who_id", "sfdc_what_id", "sfdc_converted_contact_id",
+                    "sfdc_contact_id", "sfdc_lead_id"):
+            if ref in table.c and not (table.c[ref].index or table.c[ref].unique):
                 sa.Index(f"ix_{table.name}_{ref}", table.c[ref])
     return metadata, tables, bookkeeping(metadata)
 
@@ -282,6 +283,8 @@ def ensure_schema(engine: Engine, catalog: Catalog) -> tuple[dict[str, sa.Table]
             for name, info in existing.items():
                 if name not in table.c:  # a field that stopped syncing keeps its column
                     table.append_column(sa.Column(name, info["type"]))
+            for index in table.indexes:  # also on tables created before the index existed
+                index.create(conn, checkfirst=True)
         _record_fields(conn, books["field"], catalog)
     return tables, books
 

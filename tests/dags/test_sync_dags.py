@@ -71,10 +71,10 @@ def test_initial_copy_then_incremental_cycles(airflow_db, sync_env):
     run = incremental.test()
     assert run.state == "success"
     assert _api_calls(info) - before <= 6  # describe + probe (+ re-reads of the overlap window)
-    # Changes in the minute before a probe are reported once more by the next one
-    # (latestDateCovered has minute granularity); after that, quiet cycles are idle.
+    # Changes within the overlap window (300 s, plus latestDateCovered's minute granularity)
+    # are read again by the next cycles; once activity is older than that, cycles are idle.
     for _ in range(2):
-        requests.post(info["control_url"] + "/clock", json={"advance_seconds": 300}, timeout=10)
+        requests.post(info["control_url"] + "/clock", json={"advance_seconds": 420}, timeout=10)
         before = _api_calls(info)
         run = incremental.test()
         assert run.state == "success"
