@@ -34,6 +34,8 @@ from datetime import datetime, timedelta
 from airflow.sdk import chain, dag, get_current_context, task, task_group
 from sfsync_operators import DedupeCheckOperator, FieldFilterOperator
 
+from include.sfsync.dag_defaults import default_args
+
 INTERVAL_MINUTES = int(os.environ.get("SFSYNC_INCREMENTAL_MINUTES", "5"))
 # Object groups in dependency order; custom objects are mapped at run time from the config.
 GROUPS = (("users", ("User",)), ("accounts", ("Account",)), ("people", ("Lead", "Contact")),
@@ -115,13 +117,8 @@ def _object_steps(sf_object: str):
     tags=["sfsync", "salesforce", "incremental"],
     doc_md=__doc__,
     on_failure_callback=_mark_failed,
-    default_args={
-        "owner": "sfsync",
-        "retries": 3,
-        "retry_delay": timedelta(seconds=20),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": timedelta(minutes=5),
-    },
+    default_args=default_args(retries=3, retry_delay=timedelta(seconds=20),
+                              max_retry_delay=timedelta(minutes=5)),
 )
 def salesforce_incremental_sync():
     plan = prepare()

@@ -24,6 +24,8 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 
+from include.sfsync.dag_defaults import default_args
+
 OBJECTS = ["User", "Account", "Lead", "Contact", "Campaign", "CampaignMember", "Opportunity",
            "OpportunityContactRole", "Task", "Event", "Webinar_Attendance__c", "Subscription__c"]
 
@@ -103,13 +105,8 @@ def finish(copies: list[dict]) -> dict:
                             description="Copy records created before this date or datetime; "
                                         "empty: up to now"),
     },
-    default_args={
-        "owner": "sfsync",
-        "retries": 3,
-        "retry_delay": timedelta(seconds=30),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": timedelta(minutes=10),
-    },
+    default_args=default_args(retries=3, retry_delay=timedelta(seconds=30),
+                              max_retry_delay=timedelta(minutes=10)),
 )
 def salesforce_initial_sync():
     copies = plan()

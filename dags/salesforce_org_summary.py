@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import dag, task
 
+from include.sfsync.dag_defaults import default_args
 from include.sfsync.org_summary import format_summary, summarize
 
 log = logging.getLogger("airflow.task")
@@ -36,13 +37,8 @@ log = logging.getLogger("airflow.task")
     max_active_runs=1,
     tags=["sfsync", "salesforce"],
     doc_md=__doc__,
-    default_args={
-        "owner": "sfsync",
-        "retries": 2,
-        "retry_delay": timedelta(seconds=30),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": timedelta(minutes=5),
-    },
+    default_args=default_args(retries=2, retry_delay=timedelta(seconds=30),
+                              max_retry_delay=timedelta(minutes=5)),
 )
 def salesforce_org_summary():
     @task(pool="salesforce_api")
