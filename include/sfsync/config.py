@@ -83,7 +83,6 @@ class SyncConfig(_Strict):
                                                  normalize="email")]
     # Id-set reconciliation (finds records purged beyond the deleted endpoint's window).
     reconcile_hours: int = Field(24, ge=1)
-    incremental_interval_minutes: int = Field(5, ge=1, le=1440)
 
     @field_validator("mappings")
     @classmethod
@@ -147,11 +146,12 @@ if __name__ == "__main__":  # pragma: no cover - a command for users
 
     cfg = load_config()
     if "--mapping" in sys.argv:
-        from include.sfsync.catalog import build_catalog
+        from include.sfsync.catalog import build_catalog, object_types
         from include.sfsync.salesforce import SalesforceClient
 
         client = SalesforceClient.from_connection(cfg.salesforce_conn_id)
-        catalog = build_catalog(client.describe_all(cfg), cfg)
+        catalog = build_catalog(client.describe_all([o.sf_object for o in object_types(cfg)]),
+                                cfg)
         print(yaml.safe_dump({"mappings": catalog.mapping_overrides_template()}, sort_keys=True))
     else:
         print(json.dumps(cfg.model_dump(), indent=2))
