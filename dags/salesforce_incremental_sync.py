@@ -53,10 +53,10 @@ def _mark_failed(context) -> None:
 @task(pool="salesforce_api")
 def prepare() -> dict:
     """Org lock, describe (schema drift), schema, change probe; plans every object."""
+    from include.sfsync.pipeline import fail_fast, run_key_of
     from include.sfsync.pipeline import prepare as prepare_run
-    from include.sfsync.pipeline import run_key_of
 
-    return prepare_run(run_key_of(get_current_context()))
+    return fail_fast(lambda: prepare_run(run_key_of(get_current_context())))
 
 
 @task(pool="salesforce_api", map_index_template="{{ task.op_kwargs['sf_object'] }}")

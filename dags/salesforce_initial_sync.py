@@ -37,7 +37,7 @@ def plan(params: dict | None = None) -> list[dict]:
     from airflow.sdk.exceptions import AirflowSkipException
 
     from include.sfsync.initial import prepare_copy
-    from include.sfsync.pipeline import run_key_of
+    from include.sfsync.pipeline import fail_fast, run_key_of
 
     context = get_current_context()
     run = context["dag_run"]
@@ -50,7 +50,7 @@ def plan(params: dict | None = None) -> list[dict]:
         end = _when(params.get("created_to"), "created_to")
         if start and end and start >= end:
             raise ValueError(f"created_from {start} must be before created_to {end}")
-    objects = prepare_copy(run_key_of(context), list(params["objects"]))
+    objects = fail_fast(lambda: prepare_copy(run_key_of(context), list(params["objects"])))
     window = {"created_from": start.isoformat() if start else None,
               "created_to": end.isoformat() if end else None}
     return [{"sf_object": name, **window} for name in objects]  # one copy task each

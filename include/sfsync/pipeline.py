@@ -292,6 +292,18 @@ def finish(run_key: str, ctx: SyncContext | None = None, *, status: str = "succe
     return {"run_key": run_key, "counts": counts, "api_calls": calls, "people_linked": linked}
 
 
+def fail_fast(call):
+    """Run ``call``; a wrong org or a bad configuration fails the task without retries."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from include.sfsync.config import ConfigError
+
+    try:
+        return call()
+    except (OrgMismatchError, ConfigError) as exc:
+        raise AirflowFailException(str(exc)) from exc
+
+
 def run_key_of(context) -> str:
     """The sync run an Airflow task belongs to: one per DAG run."""
     return f"{context['dag'].dag_id}:{context['run_id']}"
