@@ -109,6 +109,9 @@ def copy_window(ctx: SyncContext, run_key: str, sf_object: str,
                 copied=copied))
             _record(conn, count_t, run_key, sf_object, counts, client.api_calls - calls_before)
         progress.advance(len(chunk))
+    if ctx.engine.dialect.name == "postgresql":  # fresh statistics for the objects copied next
+        with ctx.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql(f'ANALYZE "{obj.type.table}"')
     with ctx.engine.begin() as conn:
         conn.execute(window_t.update().where(*key).values(status="done", finished_at=utcnow()))
         _record(conn, count_t, run_key, sf_object, counts, client.api_calls - calls_before)
