@@ -246,7 +246,16 @@ def load_object(run_key: str, sf_object: str, ctx: SyncContext | None = None) ->
 
 
 def dedupe_people(run_key: str, ctx: SyncContext | None = None) -> dict:
+    """Record duplicate people; skipped when this run changed no lead or contact (the check
+    reads every person, which is most of an idle cycle's time on a large database)."""
     ctx = ctx or open_context()
+    count_t = ctx.books["count"]
+    with reader(ctx.engine).connect() as conn:
+        changed = conn.execute(sa.select(sa.func.sum(
+            count_t.c.new + count_t.c.updated + count_t.c.deleted)).where(
+            count_t.c.run_key == run_key, count_t.c.sf_object.in_(["Lead", "Contact"]))).scalar()
+    if not changed:
+        return {rule.name: 0 for rule in ctx.config.dedupe_rules}
     return find_duplicates(ctx.engine, ctx.tables["person"], ctx.books["duplicate"],
                            list(ctx.config.dedupe_rules))
 

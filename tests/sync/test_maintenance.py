@@ -71,3 +71,19 @@ def test_reconciliation_flags_records_purged_beyond_the_deleted_window(org, mark
                          else "2000-01-01T00:00:00+00:00")
     _cycle(org, "c3")
     assert marketing_db.one("company", "sfdc_id = :a", a=account)["sfdc_is_deleted"] in (True, 1)
+
+
+def test_dedupe_check_runs_only_when_people_changed(org, marketing_db):
+    _cycle(org, "c1")
+    email = marketing_db.rows("person", "email IS NOT NULL AND sfdc_type = 'Lead'")[0]["email"]
+    marketing_db.execute("INSERT INTO person (email, sfdc_is_deleted) VALUES (:e, :f)",
+                         e=email.upper(), f=False)  # a marketing-side twin, no Salesforce change
+    dupes = "SELECT COUNT(*) FROM sfsync_duplicate WHERE reason LIKE :r"
+    before = marketing_db.scalar(dupes, r=f"%{email.lower()}%")
+    _cycle(org, "c2")
+    _cycle(org, "c3")  # idle for people: the check is skipped, nothing new recorded
+    assert marketing_db.scalar(dupes, r=f"%{email.lower()}%") == before
+    lead = marketing_db.rows("person", "sfdc_type = 'Lead'")[-1]["sfdc_lead_id"]
+    org.salesforce().Lead.update(lead, {"Title": "Changed"})
+    _cycle(org, "c4")
+    assert marketing_db.scalar(dupes, r=f"%{email.lower()}%") == before + 1
