@@ -403,10 +403,11 @@ def merge_people(conn: Connection, tables: dict[str, sa.Table], loser_id: int, s
     its converted lead's person); otherwise they only fill the survivor's blanks.
     """
     person = tables["person"]
+    now = utcnow()  # every sync write stamps sfsync_updated_at: that is how it is told apart
     for table in tables.values():
         if table.name != "person" and "person_id" in table.c:
             conn.execute(table.update().where(table.c.person_id == loser_id)
-                         .values(person_id=survivor_id))
+                         .values(person_id=survivor_id, sfsync_updated_at=now))
     loser = conn.execute(sa.select(person).where(person.c.id == loser_id)).first()
     survivor = conn.execute(sa.select(person).where(person.c.id == survivor_id)).first()
     fill = {}
@@ -424,8 +425,8 @@ def merge_people(conn: Connection, tables: dict[str, sa.Table], loser_id: int, s
         fill.update(sfdc_type="Contact", sfdc_id=loser.sfdc_contact_id,
                     sfdc_is_deleted=loser.sfdc_is_deleted)
     conn.execute(person.delete().where(person.c.id == loser_id))
-    if fill:
-        conn.execute(person.update().where(person.c.id == survivor_id).values(**fill))
+    conn.execute(person.update().where(person.c.id == survivor_id).values(
+        **fill, sfsync_updated_at=now))
     conn.execute(tables["_merge"].insert().values(
         loser_person_id=loser_id, survivor_person_id=survivor_id, reason=reason, sfdc_id=sfdc_id,
         merged_at=utcnow()))

@@ -279,7 +279,8 @@ def link_people(ctx: SyncContext) -> int:
                         .scalar_subquery()
                     result = conn.execute(table.update().where(
                         table.c.person_id.is_(None), table.c[ref].is_not(None),
-                        sa.exists().where(person.c[col] == table.c[ref])).values(person_id=match))
+                        sa.exists().where(person.c[col] == table.c[ref])).values(
+                        person_id=match, sfsync_updated_at=utcnow()))
                     fixed += result.rowcount
     return fixed
 
