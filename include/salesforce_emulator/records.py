@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from . import values as V
 from .errors import ApiError, not_found
-from .ids import normalize_id, try_normalize_id
+from .ids import normalize_id
 from .schema import OPPORTUNITY_STAGES, TASK_STATUSES, Field, SObject
 from .storage import quote
 from .store import Org
@@ -656,11 +656,4 @@ def convert_lead(org: Org, lead_id: str, *, account_id: str | None = None,
 
 
 def _api_value(org: Org, sobject: str, field_name: str, raw):
-    f = org.schema.get(sobject).fields[field_name]
-    value = V.to_json(f, raw)
-    return value
-
-
-def ids_of(value) -> list[str]:
-    """Split a comma-separated ids parameter, keeping only valid-looking ids."""
-    return [i for i in (try_normalize_id(x.strip()) for x in (value or "").split(",")) if i]
+    return V.to_json(org.schema.get(sobject).fields[field_name], raw)
