@@ -14,6 +14,12 @@ every synced table has:
 
 ``columns`` lists the changed columns, comma-separated, in alphabetical order, ``sfsync_*``
 columns left out; for an insert, every column but ``id`` and ``sfsync_*``; null for a delete.
+``old_values`` (JSON) holds, for an update, the changed columns' values before the change (the
+base a conflict is judged against) and, for a delete, the row's ``sfdc_id``.
+
+:func:`fold` moves captured changes into ``sfsync_outbox``, one row per changed synced row: what
+the push has to send, with the base values, its state (pending, failed, quarantined) and
+attempts. The pull reads the outbox to detect conflicts before it overwrites a local edit.
 
 SQLite triggers name their columns, so :func:`install_triggers` regenerates them from the
 table's current columns (call it again after columns were added). PostgreSQL uses one generic
@@ -23,9 +29,10 @@ covered at once. Both installs are idempotent and change nothing when nothing ne
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -52,6 +59,7 @@ def change_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("row_id", sa.BigInteger, nullable=False),  # the synced table's id
         sa.Column("op", sa.Text, nullable=False),  # insert, update, delete
         sa.Column("columns", sa.Text),  # comma-separated; null for a delete
+        sa.Column("old_values", sa.Text),  # JSON: see the module docstring
         sa.Column("changed_at", UtcDateTime, nullable=False),
         sa.Column("processed_at", UtcDateTime))
     sa.Index("ix_sfsync_change_pending", t.c.table_name, t.c.id,
@@ -84,6 +92,7 @@ def install_triggers(engine: Engine, tables: Iterable[sa.Table | str]) -> None:
     """
     names = [t if isinstance(t, str) else t.name for t in tables]
     change_t.create(engine, checkfirst=True)
+    outbox_t.create(engine, checkfirst=True)
     for index in change_t.indexes:
         index.create(engine, checkfirst=True)
     with engine.begin() as conn:
@@ -147,23 +156,31 @@ def sqlite_trigger_sql(table: str, columns: Sequence[str]) -> dict[str, str]:
     """The three triggers of ``table`` with the given columns: trigger name -> CREATE TRIGGER."""
     t, tn = _q(table), _lit(table)
     insert_cols = ",".join(c for c in _captured(columns) if c != "id")
-    into = f"INSERT INTO {CHANGE_TABLE} (table_name, row_id, op, columns, changed_at)"
-    diff = " || ".join(f"CASE WHEN NEW.{_q(c)} IS NOT OLD.{_q(c)} THEN {_lit(c + ',')} "
-                       "ELSE '' END" for c in _captured(columns)) or "''"
+    into = f"INSERT INTO {CHANGE_TABLE} (table_name, row_id, op, columns, old_values, changed_at)"
+    # One (name, old value) row per changed column. A compound SELECT has at most 500 terms in
+    # SQLite, so wide tables are split into chunks that are unioned again.
+    terms = [f"SELECT {_lit(c)} AS k, OLD.{_q(c)} AS v WHERE NEW.{_q(c)} IS NOT OLD.{_q(c)}"
+             for c in _captured(columns)]
+    chunks = [" UNION ALL ".join(terms[i:i + 200]) for i in range(0, len(terms), 200)]
+    changed = " UNION ALL ".join(f"SELECT k, v FROM ({chunk})" for chunk in chunks) \
+        or "SELECT NULL AS k, NULL AS v WHERE 0"
+    sfdc_id = "OLD.sfdc_id" if "sfdc_id" in columns else "NULL"
     return {
         _sqlite_trigger(table, "insert"): (
             f"CREATE TRIGGER {_q(_sqlite_trigger(table, 'insert'))} AFTER INSERT ON {t} "
             "FOR EACH ROW WHEN NEW.sfsync_created_at IS NULL BEGIN "
-            f"{into} VALUES ({tn}, NEW.id, 'insert', {_lit(insert_cols)}, {_SQLITE_NOW}); END"),
+            f"{into} VALUES ({tn}, NEW.id, 'insert', {_lit(insert_cols)}, NULL, {_SQLITE_NOW}); "
+            "END"),
         _sqlite_trigger(table, "update"): (
             f"CREATE TRIGGER {_q(_sqlite_trigger(table, 'update'))} AFTER UPDATE ON {t} "
             "FOR EACH ROW WHEN NEW.sfsync_updated_at IS OLD.sfsync_updated_at BEGIN "
-            f"{into} SELECT {tn}, NEW.id, 'update', rtrim(d.cols, ','), {_SQLITE_NOW} "
-            f"FROM (SELECT {diff} AS cols) AS d WHERE d.cols <> ''; END"),
+            f"{into} SELECT {tn}, NEW.id, 'update', group_concat(d.k, ','), "
+            f"json_group_object(d.k, d.v), {_SQLITE_NOW} FROM ({changed}) AS d "
+            "HAVING count(*) > 0; END"),
         _sqlite_trigger(table, "delete"): (
             f"CREATE TRIGGER {_q(_sqlite_trigger(table, 'delete'))} AFTER DELETE ON {t} "
-            f"FOR EACH ROW BEGIN {into} VALUES ({tn}, OLD.id, 'delete', NULL, {_SQLITE_NOW}); "
-            "END"),
+            f"FOR EACH ROW BEGIN {into} VALUES ({tn}, OLD.id, 'delete', NULL, "
+            f"json_object('sfdc_id', {sfdc_id}), {_SQLITE_NOW}); END"),
     }
 
 
@@ -186,10 +203,12 @@ def _pg_function_body(schema: str) -> str:
     return f"""
 DECLARE
     cols text;
+    old_json text;
 BEGIN
     IF TG_OP = 'DELETE' THEN
-        INSERT INTO {change} (table_name, row_id, op, columns, changed_at)
-        VALUES (TG_TABLE_NAME, OLD.id, 'delete', NULL, now());
+        INSERT INTO {change} (table_name, row_id, op, columns, old_values, changed_at)
+        VALUES (TG_TABLE_NAME, OLD.id, 'delete', NULL,
+                jsonb_build_object('sfdc_id', to_jsonb(OLD) -> 'sfdc_id')::text, now());
         RETURN NULL;
     END IF;
     IF TG_OP = 'INSERT' THEN
@@ -206,13 +225,14 @@ BEGIN
     IF NEW.sfsync_updated_at IS DISTINCT FROM OLD.sfsync_updated_at THEN
         RETURN NULL;  -- the sync's own update
     END IF;
-    SELECT string_agg(n.key, ',' ORDER BY n.key) INTO cols
+    SELECT string_agg(n.key, ',' ORDER BY n.key), jsonb_object_agg(n.key, o.value)::text
+    INTO cols, old_json
     FROM jsonb_each(to_jsonb(NEW)) AS n
     LEFT JOIN jsonb_each(to_jsonb(OLD)) AS o ON o.key = n.key
     WHERE left(n.key, 7) <> 'sfsync_' AND n.value IS DISTINCT FROM o.value;
     IF cols IS NOT NULL THEN
-        INSERT INTO {change} (table_name, row_id, op, columns, changed_at)
-        VALUES (TG_TABLE_NAME, NEW.id, 'update', cols, now());
+        INSERT INTO {change} (table_name, row_id, op, columns, old_values, changed_at)
+        VALUES (TG_TABLE_NAME, NEW.id, 'update', cols, old_json, now());
     END IF;
     RETURN NULL;
 END
@@ -268,14 +288,173 @@ def pending_changes(engine: Engine, table_name: str, *, limit: int | None = None
                 for r in conn.execute(query)]
 
 
-def mark_processed(engine: Engine, ids: Iterable[int]) -> int:
-    """Mark changes processed; returns how many were pending."""
-    ids = sorted(set(ids))
-    done, now = 0, utcnow()
-    with engine.begin() as conn:
-        for i in range(0, len(ids), 500):
-            result = conn.execute(change_t.update().where(
-                change_t.c.id.in_(ids[i:i + 500]), change_t.c.processed_at.is_(None))
-                .values(processed_at=now))
-            done += result.rowcount
-    return done
+# --- the outbox: what the push has to send ----------------------------------------------------
+
+OUTBOX_TABLE = "sfsync_outbox"
+PENDING, FAILED, QUARANTINED = "pending", "failed", "quarantined"
+
+
+def outbox_table(metadata: sa.MetaData) -> sa.Table:
+    """``sfsync_outbox``: one row per synced row with local changes not yet in Salesforce."""
+    if OUTBOX_TABLE in metadata.tables:
+        return metadata.tables[OUTBOX_TABLE]
+    return sa.Table(
+        OUTBOX_TABLE, metadata,
+        sa.Column("table_name", sa.Text, primary_key=True),
+        sa.Column("row_id", sa.BigInteger, primary_key=True),
+        sa.Column("op", sa.Text, nullable=False),  # upsert, delete
+        sa.Column("created", sa.Boolean, nullable=False),  # inserted by another writer
+        sa.Column("columns", sa.Text, nullable=False),  # JSON list of changed columns
+        sa.Column("base", sa.Text, nullable=False),  # JSON: column -> value Salesforce has
+        sa.Column("sfdc_id", sa.Text),  # of a deleted row
+        sa.Column("status", sa.Text, nullable=False),  # pending, failed, quarantined
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("last_error", sa.Text),
+        sa.Column("first_changed_at", UtcDateTime),
+        sa.Column("changed_at", UtcDateTime),
+        sa.Column("updated_at", UtcDateTime))
+
+
+outbox_t = outbox_table(_metadata)
+
+
+@dataclass
+class OutboxEntry:
+    table_name: str
+    row_id: int
+    op: str
+    created: bool
+    columns: list[str]
+    base: dict
+    sfdc_id: str | None
+    status: str
+    attempts: int = 0
+
+    @classmethod
+    def of(cls, row) -> OutboxEntry:
+        return cls(row.table_name, row.row_id, row.op, bool(row.created), json.loads(row.columns),
+                   json.loads(row.base), row.sfdc_id, row.status, row.attempts)
+
+
+def fold(conn, table_names: Iterable[str]) -> int:
+    """Move the captured, unprocessed changes of ``table_names`` into the outbox (in the
+    caller's transaction). The first change of a column keeps its base value; a new change of
+    a failed row makes it pending again. Returns how many changes were folded."""
+    names = list(table_names)
+    changes = conn.execute(sa.select(change_t).where(
+        change_t.c.table_name.in_(names), change_t.c.processed_at.is_(None))
+        .order_by(change_t.c.id)).all()
+    if not changes:
+        return 0
+    keys = sorted({(c.table_name, c.row_id) for c in changes})
+    entries: dict[tuple[str, int], OutboxEntry] = {}
+    for name in names:
+        row_ids = [k[1] for k in keys if k[0] == name]
+        for i in range(0, len(row_ids), 500):
+            for row in conn.execute(sa.select(outbox_t).where(
+                    outbox_t.c.table_name == name, outbox_t.c.row_id.in_(row_ids[i:i + 500]))):
+                entries[(name, row.row_id)] = OutboxEntry.of(row)
+    known = set(entries)
+    first_at: dict[tuple[str, int], datetime] = {}
+    last_at: dict[tuple[str, int], datetime] = {}
+    gone: set[tuple[str, int]] = set()
+    for c in changes:
+        key = (c.table_name, c.row_id)
+        first_at.setdefault(key, c.changed_at)
+        last_at[key] = c.changed_at
+        entry = entries.get(key)
+        columns = [x for x in (c.columns or "").split(",") if x]
+        if c.op == "delete":
+            sfdc_id = json.loads(c.old_values or "{}").get("sfdc_id")
+            if entry is not None and entry.created and not sfdc_id:
+                entries.pop(key)  # created and deleted before it ever reached Salesforce
+                gone.add(key)
+                continue
+            entries[key] = OutboxEntry(c.table_name, c.row_id, "delete", False, [], {}, sfdc_id,
+                                       PENDING)
+            continue
+        if entry is None or entry.op == "delete":
+            entry = entries[key] = OutboxEntry(c.table_name, c.row_id, "upsert",
+                                               c.op == "insert", [], {}, None, PENDING,
+                                               entry.attempts if entry else 0)
+        old = json.loads(c.old_values or "{}")
+        for col in columns:
+            if col not in entry.columns:
+                entry.columns.append(col)
+                if c.op == "update" and not entry.created:
+                    entry.base[col] = old.get(col)
+        entry.columns.sort()
+        if entry.status == FAILED:
+            entry.status = PENDING  # the record changed again: worth another try
+    now = utcnow()
+    for key in gone & known:
+        conn.execute(outbox_t.delete().where(outbox_t.c.table_name == key[0],
+                                             outbox_t.c.row_id == key[1]))
+    for key, entry in entries.items():
+        if key not in first_at:
+            continue
+        values = {"op": entry.op, "created": entry.created, "columns": json.dumps(entry.columns),
+                  "base": json.dumps(entry.base, default=str), "sfdc_id": entry.sfdc_id,
+                  "status": entry.status, "attempts": entry.attempts, "changed_at": last_at[key],
+                  "updated_at": now}
+        where = (outbox_t.c.table_name == key[0], outbox_t.c.row_id == key[1])
+        if key in known:
+            conn.execute(outbox_t.update().where(*where).values(**values))
+        else:
+            conn.execute(outbox_t.insert().values(table_name=key[0], row_id=key[1],
+                                                  first_changed_at=first_at[key], **values))
+    ids = [c.id for c in changes]
+    for i in range(0, len(ids), 500):
+        conn.execute(change_t.update().where(change_t.c.id.in_(ids[i:i + 500]))
+                     .values(processed_at=now))
+    return len(changes)
+
+
+def outbox_entries(conn, table_name: str, row_ids: Iterable[int] | None = None, *,
+                   status: str | None = None) -> dict[int, OutboxEntry]:
+    """Outbox rows of one table (of the given rows, or all), by row id."""
+    query = sa.select(outbox_t).where(outbox_t.c.table_name == table_name)
+    if status is not None:
+        query = query.where(outbox_t.c.status == status)
+    if row_ids is None:
+        return {r.row_id: OutboxEntry.of(r) for r in conn.execute(query.order_by(
+            outbox_t.c.first_changed_at, outbox_t.c.row_id))}
+    out: dict[int, OutboxEntry] = {}
+    ids = sorted(set(row_ids))
+    for i in range(0, len(ids), 500):
+        for r in conn.execute(query.where(outbox_t.c.row_id.in_(ids[i:i + 500]))):
+            out[r.row_id] = OutboxEntry.of(r)
+    return out
+
+
+def save_entry(conn, entry: OutboxEntry, **extra) -> None:
+    """Write back an entry's columns, base, status and attempts (and ``extra`` columns)."""
+    conn.execute(outbox_t.update().where(
+        outbox_t.c.table_name == entry.table_name, outbox_t.c.row_id == entry.row_id).values(
+        columns=json.dumps(sorted(entry.columns)), base=json.dumps(entry.base, default=str),
+        status=entry.status, attempts=entry.attempts, updated_at=utcnow(), **extra))
+
+
+def drop_entry(conn, entry: OutboxEntry) -> None:
+    conn.execute(outbox_t.delete().where(outbox_t.c.table_name == entry.table_name,
+                                         outbox_t.c.row_id == entry.row_id))
+
+
+def stored_value(column: sa.Column, value):
+    """A value from ``old_values`` JSON as the column reads it (SQLite and PostgreSQL keep
+    booleans and timestamps differently in JSON)."""
+    if value is None:
+        return None
+    kind = column.type
+    if isinstance(kind, sa.Boolean):
+        return bool(value)
+    if isinstance(kind, (UtcDateTime, sa.DateTime)):
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00").replace(" ", "T"))
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    if isinstance(kind, sa.Date):
+        return date.fromisoformat(str(value)[:10])
+    if isinstance(kind, (sa.Integer, sa.BigInteger)):
+        return int(value)
+    if isinstance(kind, (sa.Float, sa.Numeric)):
+        return float(value)
+    return value if isinstance(value, str) else str(value)

@@ -55,6 +55,52 @@ class FormulaFields(_Strict):
     refresh_minutes: int = Field(1440, ge=5)
 
 
+Winner = Literal["marketing", "salesforce"]
+
+
+class ConflictPolicy(_Strict):
+    """Who wins when both sides changed the same field since the last sync.
+
+    The reference system's rule is the default: leads, marketing wins; contacts, Salesforce
+    wins. ``fields`` overrides it per ``Object.Field``.
+    """
+
+    objects: dict[str, Winner] = {"Lead": "marketing", "Contact": "salesforce",
+                                  "Campaign": "salesforce", "CampaignMember": "salesforce"}
+    fields: dict[str, Winner] = {}
+
+    @field_validator("fields")
+    @classmethod
+    def _field_keys(cls, value: dict[str, Winner]) -> dict[str, Winner]:
+        for key in value:
+            if key.count(".") != 1 or not all(key.split(".")):
+                raise ValueError(f"conflict field {key!r} must look like 'Object.Field'")
+        return value
+
+    def winner(self, sf_object: str, sf_field: str) -> Winner:
+        return self.fields.get(f"{sf_object}.{sf_field}") or self.objects.get(sf_object,
+                                                                               "salesforce")
+
+
+class PushSettings(_Strict):
+    """The push (marketing database -> Salesforce) of people, campaigns and members."""
+
+    enabled: bool = True
+    # Required lead fields, filled on a lead's first push only and only when empty.
+    lead_defaults: dict[str, str] = {"LastName": "[not provided]", "Company": "[not provided]"}
+    # Above this many records of one object and operation, Bulk API 2.0 ingest is used.
+    bulk_threshold: int = Field(2000, ge=1)
+    # A record whose push failed this many times (with changes in between) is quarantined.
+    quarantine_after: int = Field(3, ge=1)
+    # Retries, within the cycle, of records that failed for a transient reason (row locks).
+    transient_retries: int = Field(2, ge=0, le=10)
+    # Value maps applied before writing, per "Object.Field": a built-in map's name
+    # (us_states, countries) or {"value as stored": "value Salesforce accepts"}.
+    value_maps: dict[str, str | dict[str, str]] = {
+        "Lead.State": "us_states", "Lead.Country": "countries",
+        "Contact.MailingState": "us_states", "Contact.MailingCountry": "countries"}
+
+
 class SyncConfig(_Strict):
     salesforce_conn_id: str = "salesforce_default"
     marketing_conn_id: str = "marketing_db"
@@ -83,6 +129,8 @@ class SyncConfig(_Strict):
                                                  normalize="email")]
     # Id-set reconciliation (finds records purged beyond the deleted endpoint's window).
     reconcile_hours: int = Field(24, ge=1)
+    conflicts: ConflictPolicy = ConflictPolicy()
+    push: PushSettings = PushSettings()
 
     @field_validator("mappings")
     @classmethod

@@ -110,30 +110,91 @@ def test_the_loaders_upsert_is_not_captured(db):
     assert _changes(mdb.engine, "campaign_member") == []
 
 
+def _fold(engine, *tables: str) -> int:
+    with engine.begin() as conn:
+        return capture.fold(conn, tables or ("person", "campaign_member"))
+
+
+def _outbox(engine, table="person") -> dict[int, capture.OutboxEntry]:
+    with engine.connect() as conn:
+        return capture.outbox_entries(conn, table)
+
+
 def test_an_update_writing_equal_values_records_nothing(db):
     mdb, t = db
     mdb.execute("INSERT INTO person (email, first_name, score) VALUES ('d@x.io', 'Di', 1)")
-    ids = [c.id for c in capture.pending_changes(mdb.engine, "person")]
-    assert capture.mark_processed(mdb.engine, ids) == 1
+    assert _fold(mdb.engine) == 1
     mdb.execute("UPDATE person SET email = email, first_name = 'Di', score = 1")
     mdb.execute("UPDATE person SET sfsync_updated_at = sfsync_updated_at")
     assert _changes(mdb.engine) == []
 
 
-def test_mark_processed(db):
+def test_updates_keep_old_values_and_fold_into_one_outbox_row(db):
     mdb, t = db
-    mdb.execute("INSERT INTO campaign_member (person_id, status) VALUES (1, 'Sent')")
+    now = utcnow()
+    with mdb.engine.begin() as conn:  # a synced row, written by the sync
+        pid = conn.execute(t["person"].insert().values(
+            email="h@x.io", first_name="Hu", score=2, sfsync_created_at=now,
+            sfsync_updated_at=now)).inserted_primary_key[0]
+    mdb.execute("UPDATE person SET first_name = 'Hugo', score = NULL WHERE id = :i", i=pid)
+    mdb.execute("UPDATE person SET first_name = 'Hugh' WHERE id = :i", i=pid)
+    olds = [c["old_values"] for c in mdb.rows("sfsync_change", "op = 'update'")]
+    import json
+    assert [json.loads(o) for o in olds] == [{"first_name": "Hu", "score": 2},
+                                           {"first_name": "Hugo"}]
+    assert _fold(mdb.engine) == 2
+    entry = _outbox(mdb.engine)[pid]
+    # the base is what the row held before the first change: what Salesforce has
+    assert (entry.op, entry.created, entry.columns, entry.base, entry.status) == (
+        "upsert", False, ["first_name", "score"], {"first_name": "Hu", "score": 2}, "pending")
+    assert _fold(mdb.engine) == 0  # every change is folded once
+    assert capture.pending_changes(mdb.engine, "person") == []
+    # a failed entry becomes pending again when the row changes again
+    with mdb.engine.begin() as conn:
+        entry.status, entry.attempts = capture.FAILED, 1
+        capture.save_entry(conn, entry)
+    mdb.execute("UPDATE person SET email = 'hugh@x.io' WHERE id = :i", i=pid)
+    _fold(mdb.engine)
+    entry = _outbox(mdb.engine)[pid]
+    assert (entry.columns, entry.status, entry.attempts) == (
+        ["email", "first_name", "score"], "pending", 1)
+    assert entry.base == {"first_name": "Hu", "score": 2, "email": "h@x.io"}
+
+
+def test_deletes_keep_the_salesforce_id(db):
+    mdb, t = db
+    now = utcnow()
+    mdb.execute("INSERT INTO campaign_member (sfdc_id, person_id, status, sfsync_created_at) "
+                "VALUES ('00v9', 1, 'Sent', :n)", n=now)
     mdb.execute("INSERT INTO campaign_member (person_id, status) VALUES (2, 'Sent')")
-    mdb.execute("UPDATE campaign_member SET status = 'Responded' WHERE person_id = 1")
-    first, second, third = capture.pending_changes(mdb.engine, "campaign_member")
-    assert third.op == "update" and third.columns == ("status",)
-    assert capture.pending_changes(mdb.engine, "campaign_member", limit=2) == [first, second]
-    assert capture.mark_processed(mdb.engine, [first.id, third.id]) == 2
-    assert capture.mark_processed(mdb.engine, [first.id]) == 0  # already processed
-    assert capture.mark_processed(mdb.engine, []) == 0
-    assert capture.pending_changes(mdb.engine, "campaign_member") == [second]
-    done = mdb.rows("sfsync_change", "processed_at IS NOT NULL")
-    assert [r["id"] for r in done] == [first.id, third.id]
+    mdb.execute("DELETE FROM campaign_member")
+    _fold(mdb.engine)
+    entries = _outbox(mdb.engine, "campaign_member")
+    # the synced member is to be deleted in Salesforce; the local-only one never existed there
+    assert [(e.op, e.sfdc_id) for e in entries.values()] == [("delete", "00v9")]
+
+
+def test_stored_values_read_back_typed(db):
+    mdb, t = db
+    metadata = sa.MetaData()
+    typed = sa.Table("typed", metadata,
+                     sa.Column("id", sa.Integer, primary_key=True),
+                     sa.Column("flag", sa.Boolean), sa.Column("at", UtcDateTime),
+                     sa.Column("on", sa.Date), sa.Column("amount", sa.Float),
+                     sa.Column("sfsync_created_at", UtcDateTime),
+                     sa.Column("sfsync_updated_at", UtcDateTime))
+    metadata.create_all(mdb.engine)
+    capture.install_triggers(mdb.engine, [typed])
+    at = utcnow().replace(microsecond=123456)
+    import datetime as dt
+    with mdb.engine.begin() as conn:
+        conn.execute(typed.insert().values(id=1, flag=True, at=at, on=dt.date(2026, 1, 2),
+                                           amount=1.5, sfsync_created_at=at))
+        conn.execute(typed.update().values(flag=False, at=None, on=None, amount=None))
+    _fold(mdb.engine, "typed")
+    base = _outbox(mdb.engine, "typed")[1].base
+    assert {k: capture.stored_value(typed.c[k], v) for k, v in base.items()} == {
+        "flag": True, "at": at, "on": dt.date(2026, 1, 2), "amount": 1.5}
 
 
 def test_new_columns_are_captured_after_reinstalling(db):
