@@ -82,6 +82,19 @@ class ConflictPolicy(_Strict):
                                                                                "salesforce")
 
 
+class ActivityPush(_Strict):
+    """Marketing activities (rows of ``marketing_activity``) logged to Salesforce as Tasks.
+
+    Only the configured types are logged, at most once per person, type and day, and at most
+    ``max_per_cycle`` Tasks per cycle (the rest wait for the next one).
+    """
+
+    # activity_type as stored -> the Task's Subject prefix.
+    types: dict[str, str] = {"form_filled": "Filled out form",
+                             "email_clicked": "Clicked link in e-mail"}
+    max_per_cycle: int = Field(500, ge=1)
+
+
 class PushSettings(_Strict):
     """The push (marketing database -> Salesforce) of people, campaigns and members."""
 
@@ -96,6 +109,7 @@ class PushSettings(_Strict):
     transient_retries: int = Field(2, ge=0, le=10)
     # Value maps applied before writing, per "Object.Field": a built-in map's name
     # (us_states, countries) or {"value as stored": "value Salesforce accepts"}.
+    activities: ActivityPush = ActivityPush()
     value_maps: dict[str, str | dict[str, str]] = {
         "Lead.State": "us_states", "Lead.Country": "countries",
         "Contact.MailingState": "us_states", "Contact.MailingCountry": "countries"}
