@@ -21,6 +21,13 @@ into the marketing database (`marketing_db`): users, accounts, people (leads and
 * **Maintenance, when due:** re-copy fields newly mapped (config change, or a new field in
   Salesforce), refresh opted-in formula fields (`formula_fields`), reconcile id sets
   (`reconcile_hours`) to catch records purged beyond the deleted endpoint's window.
+* **Push (two-way objects), after the pulls:** changes any client wrote to `person`,
+  `campaign`, `campaign_member` (captured by database triggers) and `marketing_activity` rows go
+  to Salesforce: dedupe on write first (link by e-mail to an existing lead or contact, create a
+  lead only when nothing matches), then updates, campaigns, members, activities as Tasks.
+  Conflicts follow `conflicts` (leads: marketing wins; contacts: Salesforce wins) and land in
+  `sfsync_conflict`; rejected records in `sfsync_error`, quarantined after repeated failures.
+  Nothing to push: **0 API calls**.
 * **Status:** `sfsync_run` (running / success / failed), `sfsync_count` (New / Updated / Deleted /
   Skipped / Failed per object), `sfsync_error`, `sfsync_duplicate`.
 """
@@ -32,7 +39,12 @@ import re
 from datetime import datetime, timedelta
 
 from airflow.sdk import chain, dag, get_current_context, task, task_group
-from sfsync_operators import DedupeCheckOperator, FieldFilterOperator
+from sfsync_operators import (
+    DedupeCheckOperator,
+    DedupeOnWriteOperator,
+    FieldFilterOperator,
+    SalesforcePushOperator,
+)
 
 from include.sfsync.dag_defaults import default_args
 
@@ -149,7 +161,16 @@ def salesforce_incremental_sync():
     names = enabled_custom_objects(plan)
     first_custom, last_custom = custom(names)
     previous >> first_custom
-    last_custom >> maintain() >> finish()
+
+    @task_group(group_id="push")
+    def push():
+        # one push at a time across DAGs (salesforce_sync_now too): the salesforce_push pool
+        chain(DedupeOnWriteOperator(task_id="dedupe_on_write", pool="salesforce_push"),
+              *[SalesforcePushOperator(task_id=step, step=step, pool="salesforce_push")
+                for step in SalesforcePushOperator.STEPS])
+
+    pushed = push()
+    last_custom >> pushed >> maintain() >> finish()
 
 
 salesforce_incremental_sync()

@@ -161,6 +161,10 @@ class Catalog:
     def object(self, name: str) -> ObjectCatalog:
         return self.objects[name]
 
+    def two_way_tables(self) -> list[str]:
+        """Tables whose local changes are pushed to Salesforce (captured by triggers)."""
+        return list(dict.fromkeys(o.type.table for o in self.ordered() if o.type.two_way))
+
     def mapping_overrides_template(self) -> dict[str, str | None]:
         return {f.key: (f.column if f.synced else None)
                 for o in self.ordered() for f in o.fields if f.column or not f.synced}

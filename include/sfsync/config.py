@@ -114,6 +114,17 @@ class PushSettings(_Strict):
         "Lead.State": "us_states", "Lead.Country": "countries",
         "Contact.MailingState": "us_states", "Contact.MailingCountry": "countries"}
 
+    @field_validator("value_maps")
+    @classmethod
+    def _value_maps(cls, value: dict[str, str | dict[str, str]]) -> dict[str, str | dict[str, str]]:
+        from include.sfsync.standardize import value_map_problem  # lazy: it imports this module
+
+        for key, spec in value.items():
+            problem = value_map_problem(key, spec)
+            if problem:
+                raise ValueError(f"value map {key!r}: {problem}")
+        return value
+
 
 class SyncConfig(_Strict):
     salesforce_conn_id: str = "salesforce_default"

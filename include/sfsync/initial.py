@@ -101,8 +101,8 @@ def copy_window(ctx: SyncContext, run_key: str, sf_object: str,
         counts.add("skipped", len(skipped))
         last = chunk[-1]
         with ctx.engine.begin() as conn:
-            L.Loader(conn, {**ctx.tables, "_merge": ctx.books["merge"]}, ctx.catalog, obj,
-                     counts).load(kept)
+            L.Loader(conn, L.loader_tables(ctx.tables, ctx.books), ctx.catalog, obj, counts,
+                     run_key=run_key).load(kept)
             copied += len(chunk)
             conn.execute(window_t.update().where(*key).values(
                 resume_created=parse_sf_datetime(last["CreatedDate"]), resume_id=last["Id"],

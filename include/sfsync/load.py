@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from include.sfsync.catalog import Catalog, ObjectCatalog
+from include.sfsync.conflicts import Resolver
 from include.sfsync.mdb import utcnow
 from include.sfsync.salesforce import parse_sf_datetime, parse_value
 
@@ -57,7 +58,8 @@ class Loader:
     """Loads batches of one object's staged records inside a caller's transaction."""
 
     def __init__(self, conn: Connection, tables: dict[str, sa.Table], catalog: Catalog,
-                 obj: ObjectCatalog, counts: Counts, *, max_stamp: datetime | None = None):
+                 obj: ObjectCatalog, counts: Counts, *, max_stamp: datetime | None = None,
+                 run_key: str | None = None):
         self.conn = conn
         self.tables = tables
         self.catalog = catalog
@@ -71,6 +73,9 @@ class Loader:
         self.sf_columns = set(person_cols)  # person columns whose values come from Salesforce
         self.lead_only = {c for c, col in person_cols.items()
                           if all(s.startswith("Lead.") for s in col.sources)}
+        # Two-way tables: local edits not yet pushed are weighed against Salesforce's values.
+        self.resolver = Resolver(conn, self.table, catalog, tables["_conflict"], run_key,
+                                 self.blocked) if obj.type.two_way else None
 
     # --- values ---------------------------------------------------------------------------
 
@@ -117,6 +122,8 @@ class Loader:
                 person = person_ids.get(rec["Id"])
                 row["person_id"] = person if person is not None else (
                     before.person_id if before is not None else None)
+            if before is not None and self.resolver is not None:
+                self.resolver.resolve(self.obj.sf_object, before, row)
             if before is not None:
                 for col in self.blocked:
                     if getattr(before, col, None) is not None:
@@ -249,6 +256,8 @@ class Loader:
 
     def _write_person(self, current, values: dict, *, need_row: bool = False):
         person = self.tables["person"]
+        if current is not None and self.resolver is not None:
+            self.resolver.resolve(self.obj.sf_object, current, values)
         if current is not None:
             for col in self.blocked:
                 if current._mapping.get(col) is not None:
@@ -377,6 +386,11 @@ class Loader:
         self.counts.add("deleted", result.rowcount)
 
 
+def loader_tables(tables: dict[str, sa.Table], books: dict) -> dict[str, sa.Table]:
+    """The synced tables plus the bookkeeping tables a Loader writes to."""
+    return {**tables, "_merge": books["merge"], "_conflict": books["conflict"]}
+
+
 def resolve_people(conn: Connection, person: sa.Table, sf_ids: set[str]) -> dict[str, int]:
     """Salesforce lead/contact ids -> person ids (converted leads resolve to their person)."""
     if not sf_ids:
@@ -456,8 +470,8 @@ def load_object(engine: Engine, tables: dict[str, sa.Table], books: dict, catalo
             count_t.c.operation == "pull")).scalar()
         counts.add("skipped", skipped or 0)
         mark = conn.execute(sa.select(mark_t).where(mark_t.c.sf_object == sf_object)).first()
-        loader = Loader(conn, {**tables, "_merge": books["merge"]}, catalog, obj, counts,
-                        max_stamp=mark.cursor_modstamp if mark else None)
+        loader = Loader(conn, loader_tables(tables, books), catalog, obj, counts,
+                        max_stamp=mark.cursor_modstamp if mark else None, run_key=run_key)
         seen: set[str] = set()
         for batch in staged_batches:
             seen.update(r["Id"] for r in batch)

@@ -198,6 +198,17 @@ def bookkeeping(metadata: sa.MetaData) -> dict[str, sa.Table]:
         sa.Column("survivor_person_id", sa.BigInteger, nullable=False),
         sa.Column("reason", sa.Text), sa.Column("sfdc_id", sa.Text),
         sa.Column("merged_at", UtcDateTime))
+    t["conflict"] = sa.Table(
+        "sfsync_conflict", metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("run_key", sa.Text), sa.Column("table_name", sa.Text, nullable=False),
+        sa.Column("row_id", sa.BigInteger, nullable=False),
+        sa.Column("sf_object", sa.Text), sa.Column("sfdc_id", sa.Text),
+        sa.Column("column_name", sa.Text, nullable=False), sa.Column("sf_field", sa.Text),
+        sa.Column("marketing_value", sa.Text), sa.Column("salesforce_value", sa.Text),
+        sa.Column("base_value", sa.Text),  # both sides had this before they changed it
+        sa.Column("winner", sa.Text, nullable=False),  # marketing, salesforce
+        sa.Column("detected_at", UtcDateTime))
     t["describe"] = sa.Table(
         "sfsync_describe", metadata,
         sa.Column("sf_object", sa.Text, primary_key=True),
@@ -208,10 +219,11 @@ def bookkeeping(metadata: sa.MetaData) -> dict[str, sa.Table]:
 
 # --- synced tables ----------------------------------------------------------------------------
 
-def _base_columns(table: str) -> list[sa.Column]:
+def _base_columns(table: str, *, two_way: bool) -> list[sa.Column]:
+    # Two-way tables take rows that are not in Salesforce yet: no Salesforce id until pushed.
     cols = [sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
                       autoincrement=True),
-            sa.Column("sfdc_id", sa.Text, unique=True, nullable=table == "person"),
+            sa.Column("sfdc_id", sa.Text, unique=True, nullable=two_way),
             sa.Column("sfdc_system_modstamp", UtcDateTime),
             sa.Column("sfdc_is_deleted", sa.Boolean, nullable=False, server_default=sa.false())]
     if table == "person":
@@ -241,8 +253,9 @@ def person_linked(table: str, catalog: Catalog) -> bool:
 def build_metadata(catalog: Catalog) -> tuple[sa.MetaData, dict[str, sa.Table], dict]:
     metadata = sa.MetaData()
     tables: dict[str, sa.Table] = {}
+    two_way = set(catalog.two_way_tables())
     for name, columns in catalog.tables.items():
-        cols = _base_columns(name)
+        cols = _base_columns(name, two_way=name in two_way)
         present = {c.name for c in cols}
         if person_linked(name, catalog):
             cols.append(sa.Column("person_id", sa.BigInteger, index=True))
@@ -271,6 +284,11 @@ def ensure_schema(engine: Engine, catalog: Catalog) -> tuple[dict[str, sa.Table]
         for table in tables.values():
             existing = {c["name"]: c for c in inspector.get_columns(table.name)}
             for col in table.columns:
+                if col.name == "sfdc_id" and col.nullable and existing.get(col.name, {}).get(
+                        "nullable") is False and engine.dialect.name == "postgresql":
+                    # made before the push existed (SQLite cannot drop NOT NULL in place)
+                    conn.exec_driver_sql(f'ALTER TABLE "{table.name}" ALTER COLUMN sfdc_id '
+                                         "DROP NOT NULL")
                 if col.name not in existing:
                     ddl_type = col.type.compile(dialect=engine.dialect)
                     conn.exec_driver_sql(f'ALTER TABLE "{table.name}" ADD COLUMN "{col.name}" '
@@ -286,6 +304,9 @@ def ensure_schema(engine: Engine, catalog: Catalog) -> tuple[dict[str, sa.Table]
             for index in table.indexes:  # also on tables created before the index existed
                 index.create(conn, checkfirst=True)
         _record_fields(conn, books["field"], catalog)
+    from include.sfsync.capture import install_triggers  # capture builds on this module
+
+    install_triggers(engine, [tables[name] for name in catalog.two_way_tables()])
     return tables, books
 
 

@@ -338,9 +338,65 @@ def run_cycle(run_key: str, *, config: SyncConfig | None = None, engine: Engine 
         extract_object(run_key, obj.sf_object, ctx)
         filter_object(run_key, obj.sf_object, ctx)
         load_object(run_key, obj.sf_object, ctx)
+    pushed = {step: push(run_key, step, ctx) for step in PUSH_STEPS}
     maintain(run_key, ctx)
     dedupe_people(run_key, ctx)
-    return finish(run_key, ctx)
+    return {**finish(run_key, ctx), "push": pushed}
+
+
+# The push, after the pulls of the cycle: new people first (dedupe on write), then updates;
+# members after people and campaigns, whose ids they need.
+PUSH_STEPS = ("create_people", "people", "campaigns", "campaign_members", "activities")
+
+
+def push(run_key: str, step: str, ctx: SyncContext | None = None) -> dict:
+    """One push step (see :mod:`include.sfsync.push`); zero API calls when nothing changed."""
+    from include.sfsync import push as P
+    from include.sfsync.activity_push import push_activities
+
+    ctx = ctx or open_context()
+    if not ctx.config.push.enabled:
+        return {"step": step, "disabled": True, "api_calls": 0}
+    steps = {"create_people": P.create_people, "people": P.push_people,
+             "campaigns": P.push_campaigns, "campaign_members": P.push_campaign_members,
+             "activities": push_activities}
+    return {"step": step, **steps[step](run_key, ctx)}
+
+
+def sync_now(run_key: str, *, person_ids=(), emails=(), config: SyncConfig | None = None,
+             engine: Engine | None = None, client: SalesforceClient | None = None) -> dict:
+    """"Sync with SFDC" for a few people: push their changes (creating them in Salesforce if
+    needed, failed ones included) and their campaign memberships, then read them back."""
+    from include.sfsync import capture
+    from include.sfsync import push as P
+
+    ctx = open_context(config, engine=engine, client=client)
+    start_run(ctx.engine, ctx.books, run_key, "salesforce_sync_now", "sync_now")
+    person = ctx.tables["person"]
+    wanted_emails = {e.strip().lower() for e in emails if e and e.strip()}
+    with ctx.engine.begin() as conn:
+        found = conn.execute(sa.select(person.c.id, person.c.email).where(sa.or_(
+            person.c.id.in_([int(i) for i in person_ids]),
+            sa.func.lower(person.c.email).in_(sorted(wanted_emails))))).all()
+        ids = {r.id for r in found}
+        missing = [str(i) for i in person_ids if int(i) not in ids] + sorted(
+            wanted_emails - {(r.email or "").lower() for r in found})
+        if not ids:
+            raise ValueError(f"no person matches {', '.join(missing) or 'nothing requested'}")
+        capture.fold(conn, ["person", "campaign_member"])
+        # an explicit request retries people whose last push failed, quarantined or not
+        conn.execute(capture.outbox_t.update().where(
+            capture.outbox_t.c.table_name == "person", capture.outbox_t.c.row_id.in_(ids),
+            capture.outbox_t.c.status != capture.PENDING).values(status=capture.PENDING))
+    steps = {"create_people": P.create_people(run_key, ctx, person_ids=ids),
+             "people": P.push_people(run_key, ctx, person_ids=ids),
+             "campaign_members": P.push_campaign_members(run_key, ctx, person_ids=ids)}
+    before = ctx.salesforce().api_calls
+    loaded = P.repull_people(ctx, ids)
+    add_api_calls(ctx.engine, ctx.books, run_key, ctx.salesforce().api_calls - before)
+    result = finish(run_key, ctx)
+    return {**result, "people": sorted(ids), "not_found": missing, "push": steps,
+            "reloaded": loaded}
 
 
 def maintain(run_key: str, ctx: SyncContext | None = None) -> dict:

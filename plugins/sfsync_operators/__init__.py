@@ -2,5 +2,7 @@
 
 from sfsync_operators.dedupe_check import DedupeCheckOperator
 from sfsync_operators.field_filter import FieldFilterOperator
+from sfsync_operators.push import DedupeOnWriteOperator, SalesforcePushOperator
 
-__all__ = ["DedupeCheckOperator", "FieldFilterOperator"]
+__all__ = ["DedupeCheckOperator", "DedupeOnWriteOperator", "FieldFilterOperator",
+           "SalesforcePushOperator"]

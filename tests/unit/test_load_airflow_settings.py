@@ -112,7 +112,9 @@ def test_import_commands_batch_three_cli_calls(tmp_path):
     assert json.loads(Path(commands[1][-1]).read_text()) == settings.variables
     assert json.loads(Path(commands[2][-1]).read_text()) == {
         "salesforce_api": {"slots": 2, "description": settings.pools["salesforce_api"]["description"],
-                           "include_deferred": False}}
+                           "include_deferred": False},
+        "salesforce_push": {"slots": 1, "description": settings.pools["salesforce_push"]["description"],
+                            "include_deferred": False}}
 
 
 def test_cli_reports_bad_key_and_exit_code(tmp_path):

@@ -1,0 +1,97 @@
+"""Conflicts: both sides changed the same field since the last sync.
+
+The pull consults the outbox before it overwrites a locally edited column of a two-way table.
+For each column with a pending local edit, given the value Salesforce had when the edit was
+made (the outbox's base), the local value and Salesforce's new value:
+
+* Salesforce's value equals the local one: both sides agree, nothing to push for that column;
+* Salesforce's value equals the base: only the marketing side changed it; the local value stays
+  and is pushed (for a row just linked to an existing record there is no base: a value beats
+  no value);
+* otherwise both changed it: a conflict, logged in ``sfsync_conflict`` with the three values,
+  and decided by the policy (``conflicts`` in the configuration: leads, marketing wins;
+  contacts, Salesforce wins; per-field overrides). The losing side takes the winner's value,
+  so the next cycle finds both sides equal: no flip-flop.
+
+"Block updates" columns are marketing-owned: the local value always wins.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from include.sfsync import capture
+from include.sfsync.catalog import Catalog
+from include.sfsync.mdb import utcnow
+from include.sfsync.writes import same
+
+
+def jsonable(value):
+    return value.isoformat() if isinstance(value, (datetime, date)) else value
+
+
+def _text(value) -> str | None:
+    return None if value is None else str(jsonable(value))
+
+
+class Resolver:
+    """Resolves one load's conflicts for one two-way table, inside the load's transaction."""
+
+    def __init__(self, conn: Connection, table: sa.Table, catalog: Catalog, conflict_t: sa.Table,
+                 run_key: str | None, blocked: set[str]):
+        self.conn, self.table, self.catalog = conn, table, catalog
+        self.conflict_t, self.run_key, self.blocked = conflict_t, run_key, blocked
+        capture.fold(conn, [table.name])
+        self.entries = capture.outbox_entries(conn, table.name)
+        self.conflicts = 0
+
+    def resolve(self, sf_object: str, current, values: dict) -> None:
+        """Adjust ``values`` (about to overwrite the row ``current``) and the row's outbox entry."""
+        entry = self.entries.get(current.id)
+        if entry is None or entry.op != "upsert":
+            return
+        obj = self.catalog.object(sf_object)
+        touched = False
+        for col in list(entry.columns):
+            if col not in values or col not in self.table.c:
+                continue
+            local, theirs = current._mapping.get(col), values[col]
+            base_known = col in entry.base
+            if same(local, theirs) or (not base_known and local is None):
+                entry.columns.remove(col)
+                entry.base.pop(col, None)
+                touched = True
+                continue
+            base = capture.stored_value(self.table.c[col], entry.base.get(col))
+            if (base_known and same(base, theirs)) or (not base_known and theirs is None):
+                # only the marketing side changed it (or, for a person just linked to an
+                # existing record, only it has a value): it will be pushed
+                values[col] = local
+                continue
+            sf_field = next((f.sf_field for f in obj.synced if f.column == col), col)
+            winner = "marketing" if col in self.blocked else \
+                self.catalog.config.conflicts.winner(sf_object, sf_field)
+            self.conn.execute(self.conflict_t.insert().values(
+                run_key=self.run_key, table_name=self.table.name, row_id=current.id,
+                sf_object=sf_object, sfdc_id=current._mapping.get("sfdc_id"), column_name=col,
+                sf_field=sf_field, marketing_value=_text(local), salesforce_value=_text(theirs),
+                base_value=_text(base) if base_known else None, winner=winner,
+                detected_at=utcnow()))
+            self.conflicts += 1
+            touched = True
+            if winner == "marketing":
+                values[col] = local
+                entry.base[col] = jsonable(theirs)  # what Salesforce has now: push the local one
+            else:
+                entry.columns.remove(col)
+                entry.base.pop(col, None)
+        if not touched:
+            return
+        if entry.columns or entry.created:
+            capture.save_entry(self.conn, entry)
+        else:
+            capture.drop_entry(self.conn, entry)
+            del self.entries[current.id]
