@@ -10,7 +10,9 @@
 4. runs the initial copy (the ``salesforce_initial_sync`` DAG's steps), then two incremental cycles
    (the ``salesforce_incremental_sync`` DAG's steps) with simulated sales activity in between,
    printing New / Updated / Deleted / Skipped per object and the API calls of each;
-5. stops the emulator.
+5. edits the marketing database with plain SQL (a lead's title and state code, a new person)
+   and runs a third cycle: the push carries both to Salesforce, which it prints;
+6. stops the emulator.
 
 No Airflow metadata database is needed: connections come from the environment.
 """
@@ -81,8 +83,8 @@ def main() -> int:
         print(format_summary(summary))
         print()
         run_sync_demo(info)
-        print("Next: `make test`, or `make airflow` for the UI (DAGs salesforce_initial_sync and "
-              "salesforce_incremental_sync).")
+        print("Next: `make test`, or `make airflow` for the UI (DAGs salesforce_initial_sync, "
+              "salesforce_incremental_sync, salesforce_sync_now).")
     return 0
 
 
@@ -128,6 +130,41 @@ def run_sync_demo(info: dict) -> None:
                            title=f"Incremental cycle {cycle} (simulated sales activity: {made}; "
                                  f"{len(touched['merged'])} merge(s))"))
     print()
+    show_push(info, database, config)
+    print()
+
+
+def show_push(info: dict, database: Path, config) -> None:
+    """A marketing-side edit in plain SQL reaching Salesforce at the next cycle."""
+    import sqlite3
+
+    import requests
+
+    from include.sfsync import pipeline
+
+    with sqlite3.connect(database) as db:  # any client: the triggers capture it
+        person_id, lead_id = db.execute(
+            "SELECT id, sfdc_lead_id FROM person WHERE sfdc_type = 'Lead' AND sfdc_is_deleted = 0 "
+            "ORDER BY id LIMIT 1").fetchone()
+        db.execute("UPDATE person SET title = 'VP Marketing Ops', state = 'ca' WHERE id = ?",
+                   (person_id,))
+        db.execute("INSERT INTO person (email, first_name, last_name) "
+                   "VALUES ('new.prospect@example.org', 'Nia', 'Prospect')")
+    requests.post(info["control_url"] + "/clock", json={"advance_seconds": 300}, timeout=60)
+    result = pipeline.run_cycle("demo:cycle3", config=config)
+    calls = sum(step.get("api_calls", 0) for step in result["push"].values())
+    with sqlite3.connect(database) as db:
+        new_lead = db.execute("SELECT sfdc_lead_id FROM person "
+                              "WHERE email = 'new.prospect@example.org'").fetchone()[0]
+    truth = requests.get(info["control_url"] + "/export?objects=Lead", timeout=60).json()["Lead"]
+    leads = {r["Id"]: r for r in truth}
+    lead, created = leads[lead_id], leads.get(new_lead or "")
+    print(f"Push (marketing database -> Salesforce, cycle 3, {calls} API call(s)):")
+    print(f"  UPDATE person {person_id}: title, state='ca'  ->  Lead {lead_id}: "
+          f"Title={lead['Title']!r}, State={lead['State']!r}")
+    if created:
+        print(f"  INSERT person new.prospect@example.org  ->  new Lead {new_lead}: "
+              f"LastName={created['LastName']!r}, Company={created['Company']!r}")
 
 
 if __name__ == "__main__":

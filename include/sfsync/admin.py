@@ -1,12 +1,17 @@
 """Admin commands for the marketing database.
 
     python -m include.sfsync.admin status
+    python -m include.sfsync.admin outbox [--all]
+    python -m include.sfsync.admin release (--table person --row-id 42 | --quarantined)
     python -m include.sfsync.admin repoint-org --org-id 00D... --yes
 
 ``status`` prints the sync status (Last synced / Sync in progress / Failed), the latest run's
-counts and the org the database is locked to. ``repoint-org`` deliberately attaches the
-database to another Salesforce org (for example after a sandbox refresh): it replaces the org
-lock and drops every cursor, so the next cycles copy the new org's data from scratch.
+counts, the push backlog and the org the database is locked to. ``outbox`` lists the local
+changes Salesforce rejected (failed, quarantined) with the reason; ``--all`` adds the pending
+ones. ``release`` makes failed or quarantined changes pending again, for the next cycle.
+``repoint-org`` deliberately attaches the database to another Salesforce org (for example after
+a sandbox refresh): it replaces the org lock and drops every cursor, so the next cycles copy
+the new org's data from scratch.
 Connections come from Airflow (``marketing_db``), as for the DAGs.
 """
 
@@ -17,6 +22,7 @@ import sys
 
 import sqlalchemy as sa
 
+from include.sfsync.capture import PENDING, QUARANTINED, outbox_t
 from include.sfsync.config import load_config
 from include.sfsync.ids import looks_like_org_id
 from include.sfsync.mdb import engine_for, reader
@@ -33,9 +39,13 @@ def status(engine) -> str:
         done = conn.execute(sa.select(run_t).where(run_t.c.status == "success")
                             .order_by(run_t.c.ended_at.desc()).limit(1)).first()
         counts = {} if last is None else {
-            r.sf_object: {k: getattr(r, k) for k in ("new", "updated", "deleted", "skipped",
-                                                     "failed")}
+            r.sf_object + ("" if r.operation == "pull" else f" ({r.operation})"):
+                {k: getattr(r, k) for k in ("new", "updated", "deleted", "skipped", "failed")}
             for r in conn.execute(sa.select(count_t).where(count_t.c.run_key == last.run_key))}
+        backlog = conn.execute(sa.select(outbox_t.c.table_name, outbox_t.c.status,
+                                         sa.func.count()).group_by(
+            outbox_t.c.table_name, outbox_t.c.status)).all() \
+            if sa.inspect(conn).has_table(outbox_t.name) else []
     lines = [f"Org: {lock.org_id} ({lock.instance_url})" if lock else "Org: not locked yet"]
     if last is None:
         lines.append("Status: never synced")
@@ -48,7 +58,34 @@ def status(engine) -> str:
     if counts:
         lines.append(counts_table(counts, title=f"Latest run {last.run_key}",
                                   api_calls=last.api_calls))
+    if backlog:
+        lines.append("Push backlog: " + ", ".join(
+            f"{table} {state} {n}" for table, state, n in sorted(backlog)))
     return "\n".join(lines)
+
+
+def outbox(engine, *, everything: bool = False) -> str:
+    """The local changes waiting for Salesforce: rejected ones (and pending, with ``everything``)."""
+    query = sa.select(outbox_t).order_by(outbox_t.c.table_name, outbox_t.c.row_id)
+    if not everything:
+        query = query.where(outbox_t.c.status != PENDING)
+    with reader(engine).connect() as conn:
+        rows = conn.execute(query).all() if sa.inspect(conn).has_table(outbox_t.name) else []
+    if not rows:
+        return "Nothing " + ("waiting" if everything else "rejected") + " in the outbox."
+    return "\n".join(f"{r.table_name} {r.row_id}: {r.status} (attempts {r.attempts}) "
+                     f"{r.op} {r.columns} {r.last_error or ''}".rstrip() for r in rows)
+
+
+def release(engine, *, table: str | None = None, row_id: int | None = None) -> int:
+    """Failed or quarantined changes (of one row, or all quarantined) become pending again."""
+    where = [outbox_t.c.status != PENDING]
+    if table is not None:
+        where += [outbox_t.c.table_name == table, outbox_t.c.row_id == row_id]
+    else:
+        where.append(outbox_t.c.status == QUARANTINED)
+    with engine.begin() as conn:
+        return conn.execute(outbox_t.update().where(*where).values(status=PENDING)).rowcount
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="sync status and the latest run's counts")
+    box = sub.add_parser("outbox", help="local changes Salesforce rejected")
+    box.add_argument("--all", action="store_true", help="pending changes too")
+    free = sub.add_parser("release", help="retry rejected changes at the next cycle")
+    free.add_argument("--table", help="a two-way table (person, campaign, campaign_member)")
+    free.add_argument("--row-id", type=int, help="the row's id")
+    free.add_argument("--quarantined", action="store_true", help="every quarantined change")
     repoint = sub.add_parser("repoint-org", help="attach the database to another org")
     repoint.add_argument("--org-id", required=True, help="the new org's 15- or 18-char id")
     repoint.add_argument("--yes", action="store_true", help="confirm: cursors are dropped")
@@ -63,6 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     engine = engine_for(load_config().marketing_conn_id)
     if args.command == "status":
         print(status(engine))
+        return 0
+    if args.command == "outbox":
+        print(outbox(engine, everything=args.all))
+        return 0
+    if args.command == "release":
+        if args.quarantined == bool(args.table and args.row_id is not None):
+            parser.error("give either --table and --row-id, or --quarantined")
+        n = release(engine, table=args.table, row_id=args.row_id)
+        print(f"{n} change(s) will be pushed again at the next cycle.")
         return 0
     if not looks_like_org_id(args.org_id):
         parser.error(f"--org-id {args.org_id!r} is not an org id (00D followed by 12 or 15 "

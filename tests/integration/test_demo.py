@@ -28,3 +28,6 @@ def test_demo_prints_org_summary():
         total = next(line for line in section.splitlines() if line.startswith("Total")).split()
         new, updated = int(total[1]), int(total[2])
         assert new + updated > 0, section  # the simulated activity arrived
+    push = proc.stdout.split("Push (marketing database -> Salesforce", 1)[1]
+    assert "Title='VP Marketing Ops', State='California'" in push, push
+    assert "new Lead 00Q" in push and "Company='[not provided]'" in push, push

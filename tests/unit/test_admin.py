@@ -48,3 +48,30 @@ def test_repoint_needs_confirmation_and_drops_cursors(database, capsys):
     with engine.connect() as conn:
         assert conn.execute(sa.select(books["org_lock"].c.org_id)).scalar() == "00D5e0000000OTHEA2"
         assert conn.execute(sa.select(sa.func.count()).select_from(books["watermark"])).scalar() == 0
+
+
+def test_outbox_lists_rejected_changes_and_release_retries_them(database, capsys):
+    engine, _books = database
+    from include.sfsync.capture import outbox_t
+
+    outbox_t.create(engine)
+    with engine.begin() as conn:
+        for row_id, status in ((1, "quarantined"), (2, "failed"), (3, "pending")):
+            conn.execute(outbox_t.insert().values(
+                table_name="person", row_id=row_id, op="upsert", created=False,
+                columns='["title"]', base="{}", status=status, attempts=3,
+                last_error="FIELD_CUSTOM_VALIDATION_EXCEPTION: Lead Score must be between"))
+    assert admin.main(["outbox"]) == 0
+    out = capsys.readouterr().out
+    assert "person 1: quarantined" in out and "person 2: failed" in out
+    assert "person 3" not in out and "Lead Score" in out
+    assert admin.main(["status"]) == 0
+    assert "Push backlog: person failed 1, person pending 1, person quarantined 1" in \
+        capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        admin.main(["release"])
+    assert admin.main(["release", "--quarantined"]) == 0
+    assert "1 change(s)" in capsys.readouterr().out
+    assert admin.main(["release", "--table", "person", "--row-id", "2"]) == 0
+    with engine.connect() as conn:
+        assert set(conn.execute(sa.select(outbox_t.c.status)).scalars()) == {"pending"}
