@@ -101,15 +101,15 @@ class PushSettings(_Strict):
     enabled: bool = True
     # Required lead fields, filled on a lead's first push only and only when empty.
     lead_defaults: dict[str, str] = {"LastName": "[not provided]", "Company": "[not provided]"}
-    # Above this many records of one object and operation, Bulk API 2.0 ingest is used.
+    # Above this many updates (or deletes) of one object, Bulk API 2.0 ingest is used.
     bulk_threshold: int = Field(2000, ge=1)
     # A record whose push failed this many times (with changes in between) is quarantined.
     quarantine_after: int = Field(3, ge=1)
     # Retries, within the cycle, of records that failed for a transient reason (row locks).
     transient_retries: int = Field(2, ge=0, le=10)
+    activities: ActivityPush = ActivityPush()
     # Value maps applied before writing, per "Object.Field": a built-in map's name
     # (us_states, countries) or {"value as stored": "value Salesforce accepts"}.
-    activities: ActivityPush = ActivityPush()
     value_maps: dict[str, str | dict[str, str]] = {
         "Lead.State": "us_states", "Lead.Country": "countries",
         "Contact.MailingState": "us_states", "Contact.MailingCountry": "countries"}
