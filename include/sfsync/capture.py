@@ -435,6 +435,34 @@ def save_entry(conn, entry: OutboxEntry, **extra) -> None:
         status=entry.status, attempts=entry.attempts, updated_at=utcnow(), **extra))
 
 
+def merge_rows(conn, table_name: str, loser_id: int, survivor_id: int, filled: dict) -> None:
+    """The sync merged row ``loser_id`` into ``survivor_id`` and deleted it: the delete is not a
+    change to push, the loser's outbox entry goes; ``filled`` (column -> the survivor's value
+    before the merge, its base) become the survivor's changes to push."""
+    conn.execute(change_t.update().where(
+        change_t.c.table_name == table_name, change_t.c.row_id == loser_id,
+        change_t.c.processed_at.is_(None)).values(processed_at=utcnow()))
+    conn.execute(outbox_t.delete().where(outbox_t.c.table_name == table_name,
+                                         outbox_t.c.row_id == loser_id))
+    if not filled:
+        return
+    survivor = outbox_entries(conn, table_name, [survivor_id]).get(survivor_id)
+    if survivor is None or survivor.op != "upsert":
+        now = utcnow()
+        conn.execute(outbox_t.delete().where(outbox_t.c.table_name == table_name,
+                                             outbox_t.c.row_id == survivor_id))
+        conn.execute(outbox_t.insert().values(
+            table_name=table_name, row_id=survivor_id, op="upsert", created=False,
+            columns=json.dumps(sorted(filled)), base=json.dumps(filled, default=str),
+            status=PENDING, attempts=0, first_changed_at=now, changed_at=now, updated_at=now))
+        return
+    for col, before in filled.items():
+        if col not in survivor.columns:
+            survivor.columns.append(col)
+            survivor.base[col] = before
+    save_entry(conn, survivor)
+
+
 def drop_entry(conn, entry: OutboxEntry) -> None:
     conn.execute(outbox_t.delete().where(outbox_t.c.table_name == entry.table_name,
                                          outbox_t.c.row_id == entry.row_id))

@@ -26,10 +26,12 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from include.sfsync import capture
 from include.sfsync.catalog import Catalog, ObjectCatalog
 from include.sfsync.conflicts import Resolver
-from include.sfsync.mdb import utcnow
+from include.sfsync.mdb import fresh_stamp, utcnow
 from include.sfsync.salesforce import parse_sf_datetime, parse_value
+from include.sfsync.writes import same
 
 COUNT_KEYS = ("new", "updated", "deleted", "skipped", "failed")
 _PERSON_KEYS = ("sfdc_lead_id", "sfdc_contact_id", "sfdc_converted_contact_id")
@@ -68,14 +70,19 @@ class Loader:
         self.counts = counts
         self.blocked = set(catalog.config.block_updates.get(obj.type.table, []))
         self.max_stamp = max_stamp
-        self.now = utcnow()
         person_cols = catalog.tables.get("person", {})
         self.sf_columns = set(person_cols)  # person columns whose values come from Salesforce
         self.lead_only = {c for c, col in person_cols.items()
                           if all(s.startswith("Lead.") for s in col.sources)}
+        self.audit = _STAMPS | {f.column for f in obj.synced if f.sf_field in AUDIT_FIELDS}
         # Two-way tables: local edits not yet pushed are weighed against Salesforce's values.
         self.resolver = Resolver(conn, self.table, catalog, tables["_conflict"], run_key,
                                  self.blocked) if obj.type.two_way else None
+
+    @property
+    def now(self) -> datetime:
+        """A new stamp at each write (see ``fresh_stamp``)."""
+        return fresh_stamp()
 
     # --- values ---------------------------------------------------------------------------
 
@@ -137,7 +144,7 @@ class Loader:
             self.counts.add("deleted" if row["sfdc_is_deleted"] else "new")
         elif row["sfdc_is_deleted"] and not before.sfdc_is_deleted:
             self.counts.add("deleted")
-        else:
+        elif not _unchanged(before, row, self.audit):  # else: a push's echo, or a no-op
             self.counts.add("updated")
 
     def _upsert(self, rows: list[dict]) -> None:
@@ -281,8 +288,10 @@ class Loader:
         first_seen = current._mapping.get(stamp_col) is None  # e.g. a converted lead's contact
         if values.get("sfdc_is_deleted") and not current.sfdc_is_deleted:
             self.counts.add("deleted")
-        else:
-            self.counts.add("new" if first_seen else "updated")
+        elif first_seen:
+            self.counts.add("new")
+        elif not _unchanged(current, values, self.audit):  # else: a push's echo, or a no-op
+            self.counts.add("updated")
         self._forget(current)
         return self._reload(current.id) if need_row else None
 
@@ -386,6 +395,19 @@ class Loader:
         self.counts.add("deleted", result.rowcount)
 
 
+_STAMPS = {"sfdc_system_modstamp", "sfdc_lead_system_modstamp", "sfdc_contact_system_modstamp"}
+# Fields every save changes: an echo differs in nothing else.
+AUDIT_FIELDS = {"SystemModstamp", "LastModifiedDate", "LastModifiedById", "LastViewedDate",
+                "LastReferencedDate"}
+
+
+def _unchanged(row, values: dict, ignore: set[str]) -> bool:
+    """Nothing but stamps and audit fields would change: Salesforce's echo of our own push (or
+    a change of fields the sync does not map), which is not counted as an update."""
+    return all(same(row._mapping.get(k), v) for k, v in values.items()
+               if k not in ignore and not k.startswith("sfsync_"))
+
+
 def loader_tables(tables: dict[str, sa.Table], books: dict) -> dict[str, sa.Table]:
     """The synced tables plus the bookkeeping tables a Loader writes to."""
     return {**tables, "_merge": books["merge"], "_conflict": books["conflict"]}
@@ -417,11 +439,10 @@ def merge_people(conn: Connection, tables: dict[str, sa.Table], loser_id: int, s
     its converted lead's person); otherwise they only fill the survivor's blanks.
     """
     person = tables["person"]
-    now = utcnow()  # every sync write stamps sfsync_updated_at: that is how it is told apart
     for table in tables.values():
         if table.name != "person" and "person_id" in table.c:
             conn.execute(table.update().where(table.c.person_id == loser_id)
-                         .values(person_id=survivor_id, sfsync_updated_at=now))
+                         .values(person_id=survivor_id, sfsync_updated_at=fresh_stamp()))
     loser = conn.execute(sa.select(person).where(person.c.id == loser_id)).first()
     survivor = conn.execute(sa.select(person).where(person.c.id == survivor_id)).first()
     fill = {}
@@ -439,8 +460,12 @@ def merge_people(conn: Connection, tables: dict[str, sa.Table], loser_id: int, s
         fill.update(sfdc_type="Contact", sfdc_id=loser.sfdc_contact_id,
                     sfdc_is_deleted=loser.sfdc_is_deleted)
     conn.execute(person.delete().where(person.c.id == loser_id))
+    # The sync's own delete is not pushed. The blanks the loser filled are, so that both sides
+    # hold the merged values (unless the fill came from Salesforce itself: ``loser_wins``).
+    capture.merge_rows(conn, "person", loser_id, survivor_id, {} if loser_wins else {
+        k: survivor._mapping[k] for k in fill if not k.startswith("sfdc_")})
     conn.execute(person.update().where(person.c.id == survivor_id).values(
-        **fill, sfsync_updated_at=now))
+        **fill, sfsync_updated_at=fresh_stamp()))
     conn.execute(tables["_merge"].insert().values(
         loser_person_id=loser_id, survivor_person_id=survivor_id, reason=reason, sfdc_id=sfdc_id,
         merged_at=utcnow()))

@@ -17,7 +17,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from include.sfsync.mdb import reader, utcnow
+from include.sfsync.mdb import fresh_stamp, reader, utcnow
 from include.sfsync.pipeline import SyncContext, add_api_calls
 from include.sfsync.salesforce import parse_value
 
@@ -69,7 +69,7 @@ def refresh_columns(ctx: SyncContext, sf_object: str, fields: list[str]) -> int:
                 values = {m.column: parse_value(m.sf_type, rec.get(m.sf_field)) for m in maps}
                 differs = sa.or_(*[table.c[c].is_distinct_from(v) for c, v in values.items()])
                 result = conn.execute(table.update().where(key == rec["Id"], differs)
-                                      .values(**values, sfsync_updated_at=utcnow()))
+                                      .values(**values, sfsync_updated_at=fresh_stamp()))
                 changed += result.rowcount
         batch.clear()
 
@@ -151,7 +151,7 @@ def reconcile(ctx: SyncContext, *, force: bool = False) -> dict[str, int]:
             gone = [i for i in stored if i not in alive]
             for i in range(0, len(gone), 500):
                 conn.execute(table.update().where(key.in_(gone[i:i + 500])).values(
-                    sfdc_is_deleted=True, sfsync_updated_at=utcnow()))
+                    sfdc_is_deleted=True, sfsync_updated_at=fresh_stamp()))
         _stamp(ctx, obj.sf_object, reconciled_at=utcnow())
         flagged[obj.sf_object] = len(gone)
         if gone:

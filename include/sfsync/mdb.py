@@ -8,7 +8,7 @@ change never destroys data (the column is widened to text when the new type does
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -46,6 +46,21 @@ class UtcDateTime(sa.types.TypeDecorator):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+_last_stamp = datetime.min.replace(tzinfo=UTC)
+
+
+def fresh_stamp() -> datetime:
+    """Now, strictly later than every earlier stamp of this process. Every sync write sets
+    ``sfsync_updated_at`` to a new value: that is how the capture triggers tell the sync's own
+    writes apart, so a second write to a row must never reuse the first one's stamp."""
+    global _last_stamp
+    now = utcnow()
+    if now <= _last_stamp:
+        now = _last_stamp + timedelta(microseconds=1)
+    _last_stamp = now
+    return now
 
 
 SQL_TYPES = {"text": sa.Text, "boolean": sa.Boolean, "integer": sa.BigInteger,

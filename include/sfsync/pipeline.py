@@ -27,6 +27,7 @@ from include.sfsync.mdb import (
     build_metadata,
     engine_for,
     ensure_schema,
+    fresh_stamp,
     reader,
     utcnow,
 )
@@ -280,7 +281,7 @@ def link_people(ctx: SyncContext) -> int:
                     result = conn.execute(table.update().where(
                         table.c.person_id.is_(None), table.c[ref].is_not(None),
                         sa.exists().where(person.c[col] == table.c[ref])).values(
-                        person_id=match, sfsync_updated_at=utcnow()))
+                        person_id=match, sfsync_updated_at=fresh_stamp()))
                     fixed += result.rowcount
     return fixed
 

@@ -37,6 +37,7 @@ from include.sfsync import load as L
 from include.sfsync.capture import FAILED, PENDING, QUARANTINED, OutboxEntry
 from include.sfsync.catalog import FieldMap, ObjectCatalog
 from include.sfsync.filters import skip_reason
+from include.sfsync.mdb import fresh_stamp
 from include.sfsync.salesforce import SalesforceCallError, SalesforceClient
 from include.sfsync.standardize import Standardizer
 from include.sfsync.writes import (
@@ -126,7 +127,7 @@ class Push:
         if values:
             table = self.ctx.tables[self.table]
             conn.execute(table.update().where(table.c.id == row_id).values(
-                **values, sfsync_updated_at=L.utcnow()))
+                **values, sfsync_updated_at=fresh_stamp()))
 
     def send(self, method: str, sobject: str, items: list[tuple[int, object]]
              ) -> dict[int, Outcome]:

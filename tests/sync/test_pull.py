@@ -31,7 +31,15 @@ class Sync:
         return load_config(overrides={**BASE, **self.overrides, **overrides})
 
     def cycle(self, run_key: str, **overrides) -> dict:
-        return P.run_cycle(run_key, config=self.config(**overrides), engine=self.mdb.engine)
+        summary = P.run_cycle(run_key, config=self.config(**overrides), engine=self.mdb.engine)
+        # every change captured before the cycle was folded into the outbox by it
+        assert self.mdb.scalar("SELECT count(*) FROM sfsync_change WHERE processed_at IS NULL") \
+            == 0
+        return summary
+
+    def captured(self) -> int:
+        """Changes the capture triggers recorded: none, as long as only the sync writes."""
+        return self.mdb.scalar("SELECT count(*) FROM sfsync_change")
 
     def context(self, **overrides) -> P.SyncContext:
         return P.open_context(self.config(**overrides), engine=self.mdb.engine)
@@ -71,6 +79,13 @@ class Sync:
 @pytest.fixture
 def sync(org, marketing_db):
     return Sync(org, marketing_db)
+
+
+def sf_record(sync: Sync, sobject: str, record_id: str) -> dict:
+    found = [r for r in sync.truth(sobject, include_deleted=True)[sobject]
+             if r["Id"] == record_id]
+    assert found, f"{sobject} {record_id} not in the org"
+    return found[0]
 
 
 def counts(summary: dict, sf_object: str) -> dict:
@@ -372,7 +387,11 @@ def test_merge_folds_the_losing_person_into_the_survivor(sync):
     merge = sync.mdb.one("sfsync_merge", "sfdc_id = :l", l=loser)
     assert (merge["loser_person_id"], merge["survivor_person_id"]) == (loser_person, survivor_id)
     assert merge["reason"] == "Lead merge in Salesforce"
-    # The loser stays in queryAll (deleted, MasterRecordId): re-reading it changes nothing.
+    # The blanks the loser filled went to Salesforce too (both sides hold the merged values).
+    assert summary["push"]["people"]["counts"]["Lead"]["updated"] == 1
+    assert sf_record(sync, "Lead", master)["Lead_Score__c"] == 77
+    # The loser stays in queryAll (deleted, MasterRecordId): re-reading it changes nothing, and
+    # the echo of the push is not an update.
     again = sync.cycle("merge-again")
     assert counts(again, "Lead") == ZERO
     assert len(sync.mdb.rows("sfsync_merge")) == 1
