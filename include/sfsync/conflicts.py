@@ -44,9 +44,19 @@ class Resolver:
                  run_key: str | None, blocked: set[str]):
         self.conn, self.table, self.catalog = conn, table, catalog
         self.conflict_t, self.run_key, self.blocked = conflict_t, run_key, blocked
-        capture.fold(conn, [table.name])
-        self.entries = capture.outbox_entries(conn, table.name)
+        self.entries: dict = {}
         self.conflicts = 0
+        self.refresh(force=True)
+
+    def refresh(self, *, force: bool = False) -> None:
+        """Fold changes committed since (call it after locking the rows about to be written:
+        an edit committed before the lock is then weighed, one after it waits for us)."""
+        if capture.fold(self.conn, [self.table.name]) or force:
+            self.entries = capture.outbox_entries(self.conn, self.table.name)
+
+    def lock(self, query):
+        """``query`` locking the rows it reads (PostgreSQL; SQLite writers are serialised)."""
+        return query.with_for_update() if self.conn.dialect.name == "postgresql" else query
 
     def resolve(self, sf_object: str, current, values: dict) -> None:
         """Adjust ``values`` (about to overwrite the row ``current``) and the row's outbox entry."""

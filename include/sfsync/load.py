@@ -110,8 +110,12 @@ class Loader:
     def _load_rows(self, records: list[dict]) -> None:
         t = self.table
         ids = [r["Id"] for r in records]
-        existing = {r.sfdc_id: r for r in self.conn.execute(
-            sa.select(t).where(t.c.sfdc_id.in_(ids)))} if ids else {}
+        query = sa.select(t).where(t.c.sfdc_id.in_(ids))
+        if self.resolver is not None:
+            query = self.resolver.lock(query)
+        existing = {r.sfdc_id: r for r in self.conn.execute(query)} if ids else {}
+        if self.resolver is not None:
+            self.resolver.refresh()
         person_ids = self._person_ids(records) if "person_id" in t.c else {}
         rows = []
         for rec in records:
@@ -319,10 +323,15 @@ class Loader:
             values = sorted(values)
             for i in range(0, len(values), 500):
                 part = values[i:i + 500]
-                for row in self.conn.execute(sa.select(person).where(person.c[col].in_(part))):
+                query = sa.select(person).where(person.c[col].in_(part))
+                if self.resolver is not None:
+                    query = self.resolver.lock(query)
+                for row in self.conn.execute(query):
                     self._cache[(col, row._mapping[col])] = row
                 for value in part:
                     self._cache.setdefault((col, value), None)
+        if self.resolver is not None:
+            self.resolver.refresh()
 
     def _flush_people(self) -> None:
         if self._pending:

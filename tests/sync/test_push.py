@@ -387,3 +387,36 @@ def test_two_way_convergence_under_random_edits(sync):
     assert len(sync.truth("Lead")["Lead"]) == leads_before
     assert len(sync.truth("Contact")["Contact"]) == contacts_before
     assert mdb.scalar("SELECT count(*) FROM sfsync_outbox") == 0
+
+
+def test_a_failed_call_fails_the_step_and_its_retry_resumes_without_resending(sync):
+    """A 5xx on the call: the task fails (Airflow retries it with backoff); what was written
+    before the failure is not sent again, nothing else is lost."""
+    from include.sfsync import pipeline as P
+
+    leads = sync.mdb.rows("person", "sfdc_type = 'Lead' AND sfdc_is_deleted = :f", f=False)[:3]
+    for lead in leads:
+        sync.mdb.execute("UPDATE person SET title = 'Retried' WHERE id = :i", i=lead["id"])
+    ctx = sync.context()
+    sync.org.control("POST", "/faults", json={"endpoint": "composite", "kind": "http_500",
+                                             "count": 1})
+    with pytest.raises(Exception, match="500"):
+        P.push("r1", "people", ctx)
+    assert sync.mdb.scalar("SELECT count(*) FROM sfsync_outbox WHERE status = 'pending'") == 3
+    result = P.push("r1", "people", sync.context())  # the retry
+    assert result["counts"]["Lead"]["updated"] == 3
+    assert {sf(sync, "Lead", lead["sfdc_lead_id"])["Title"] for lead in leads} == {"Retried"}
+    assert P.push("r1", "people", sync.context())["api_calls"] == 0  # nothing left to send
+
+
+def test_block_updates_columns_are_marketing_owned(sync):
+    contact = a_contact(sync)  # contacts: Salesforce wins, except for blocked columns
+    sync.overrides = {"block_updates": {"person": ["title"]}}
+    sync.mdb.execute("UPDATE person SET title = 'Ours' WHERE id = :i", i=contact["id"])
+    sync.update("Contact", contact["sfdc_contact_id"], Title="Theirs")
+    sync.advance(60)
+    sync.cycle("r1")
+    assert sync.mdb.one("person", "id = :i", i=contact["id"])["title"] == "Ours"
+    assert sf(sync, "Contact", contact["sfdc_contact_id"])["Title"] == "Ours"
+    assert sync.mdb.one("sfsync_conflict", "row_id = :i", i=contact["id"])["winner"] == \
+        "marketing"
