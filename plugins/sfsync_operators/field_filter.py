@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import Context
+
+from sfsync_operators.base import SyncRunOperator
 
 
-class FieldFilterOperator(BaseOperator):
+class FieldFilterOperator(SyncRunOperator):
     """Apply sfsync's field filters to one object's staged records.
 
     Records caught by a sync filter (e.g. ``Do_Not_Sync_Marketing__c``) are dropped and counted
@@ -21,11 +23,9 @@ class FieldFilterOperator(BaseOperator):
     template_fields: Sequence[str] = ("sf_object", "run_key")
     ui_color = "#e8f4fa"
 
-    def __init__(self, *, sf_object: str, run_key: str = "{{ dag.dag_id }}:{{ run_id }}",
-                 **kwargs):
+    def __init__(self, *, sf_object: str, **kwargs):
         super().__init__(**kwargs)
         self.sf_object = sf_object
-        self.run_key = run_key
 
     def execute(self, context: Context) -> dict:
         from include.sfsync.pipeline import filter_object
