@@ -309,6 +309,8 @@ def outbox_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("sfdc_id", sa.Text),  # of a deleted row
         sa.Column("status", sa.Text, nullable=False),  # pending, failed, quarantined
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        # bumped by every fold: a push that read an older version leaves newer changes alone
+        sa.Column("version", sa.Integer, nullable=False, server_default="0"),
         sa.Column("last_error", sa.Text),
         sa.Column("first_changed_at", UtcDateTime),
         sa.Column("changed_at", UtcDateTime),
@@ -329,11 +331,12 @@ class OutboxEntry:
     sfdc_id: str | None
     status: str
     attempts: int = 0
+    version: int = 0
 
     @classmethod
     def of(cls, row) -> OutboxEntry:
         return cls(row.table_name, row.row_id, row.op, bool(row.created), json.loads(row.columns),
-                   json.loads(row.base), row.sfdc_id, row.status, row.attempts)
+                   json.loads(row.base), row.sfdc_id, row.status, row.attempts, row.version)
 
 
 def fold(conn, table_names: Iterable[str]) -> int:
@@ -341,6 +344,10 @@ def fold(conn, table_names: Iterable[str]) -> int:
     caller's transaction). The first change of a column keeps its base value; a new change of
     a failed row makes it pending again. Returns how many changes were folded."""
     names = list(table_names)
+    if conn.dialect.name == "postgresql":  # one folder per table at a time (SQLite: one writer)
+        for name in sorted(names):
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k, hashtext(:t))"),
+                         {"k": _PG_LOCK, "t": name})
     changes = conn.execute(sa.select(change_t).where(
         change_t.c.table_name.in_(names), change_t.c.processed_at.is_(None))
         .order_by(change_t.c.id)).all()
@@ -371,12 +378,13 @@ def fold(conn, table_names: Iterable[str]) -> int:
                 gone.add(key)
                 continue
             entries[key] = OutboxEntry(c.table_name, c.row_id, "delete", False, [], {}, sfdc_id,
-                                       PENDING)
+                                       PENDING, 0, entry.version if entry else 0)
             continue
         if entry is None or entry.op == "delete":
             entry = entries[key] = OutboxEntry(c.table_name, c.row_id, "upsert",
                                                c.op == "insert", [], {}, None, PENDING,
-                                               entry.attempts if entry else 0)
+                                               entry.attempts if entry else 0,
+                                               entry.version if entry else 0)
         old = json.loads(c.old_values or "{}")
         for col in columns:
             if col not in entry.columns:
@@ -395,7 +403,8 @@ def fold(conn, table_names: Iterable[str]) -> int:
             continue
         values = {"op": entry.op, "created": entry.created, "columns": json.dumps(entry.columns),
                   "base": json.dumps(entry.base, default=str), "sfdc_id": entry.sfdc_id,
-                  "status": entry.status, "attempts": entry.attempts, "changed_at": last_at[key],
+                  "status": entry.status, "attempts": entry.attempts,
+                  "version": entry.version + 1, "changed_at": last_at[key],
                   "updated_at": now}
         where = (outbox_t.c.table_name == key[0], outbox_t.c.row_id == key[1])
         if key in known:
@@ -427,12 +436,18 @@ def outbox_entries(conn, table_name: str, row_ids: Iterable[int] | None = None, 
     return out
 
 
-def save_entry(conn, entry: OutboxEntry, **extra) -> None:
-    """Write back an entry's columns, base, status and attempts (and ``extra`` columns)."""
-    conn.execute(outbox_t.update().where(
-        outbox_t.c.table_name == entry.table_name, outbox_t.c.row_id == entry.row_id).values(
+def _same_version(entry: OutboxEntry):
+    return (outbox_t.c.table_name == entry.table_name, outbox_t.c.row_id == entry.row_id,
+            outbox_t.c.version == entry.version)
+
+
+def save_entry(conn, entry: OutboxEntry, **extra) -> bool:
+    """Write back an entry's columns, base, status and attempts (and ``extra`` columns), unless
+    a fold changed it since it was read (then the newer changes stand). True if written."""
+    return conn.execute(outbox_t.update().where(*_same_version(entry)).values(
         columns=json.dumps(sorted(entry.columns)), base=json.dumps(entry.base, default=str),
-        status=entry.status, attempts=entry.attempts, updated_at=utcnow(), **extra))
+        status=entry.status, attempts=entry.attempts, updated_at=utcnow(), **extra)
+    ).rowcount == 1
 
 
 def merge_rows(conn, table_name: str, loser_id: int, survivor_id: int, filled: dict) -> None:
@@ -464,8 +479,8 @@ def merge_rows(conn, table_name: str, loser_id: int, survivor_id: int, filled: d
 
 
 def drop_entry(conn, entry: OutboxEntry) -> None:
-    conn.execute(outbox_t.delete().where(outbox_t.c.table_name == entry.table_name,
-                                         outbox_t.c.row_id == entry.row_id))
+    """Done with the entry, unless a fold added changes since it was read (they stay)."""
+    conn.execute(outbox_t.delete().where(*_same_version(entry)))
 
 
 def stored_value(column: sa.Column, value):

@@ -261,3 +261,24 @@ def test_bookkeeping_tables_and_incomplete_tables_are_refused(marketing_db):
         capture.install_triggers(engine, [plain])
     with pytest.raises(ValueError, match="bookkeeping"):
         capture.install_triggers(engine, [capture.CHANGE_TABLE])
+
+
+def test_an_entry_read_before_a_newer_fold_is_not_dropped_or_overwritten(db):
+    """A push that read an entry must not drop changes folded after it read it (e.g. by the
+    pull of another DAG run): they are pushed next time."""
+    mdb, t = db
+    mdb.execute("INSERT INTO person (email) VALUES ('v@x.io')")
+    _fold(mdb.engine)
+    (stale,) = _outbox(mdb.engine).values()
+    mdb.execute("UPDATE person SET first_name = 'Vi' WHERE id = :i", i=stale.row_id)
+    _fold(mdb.engine)
+    with mdb.engine.begin() as conn:
+        stale.status = capture.FAILED
+        assert capture.save_entry(conn, stale) is False
+        capture.drop_entry(conn, stale)
+    (entry,) = _outbox(mdb.engine).values()
+    assert (entry.status, entry.version) == ("pending", stale.version + 1)
+    assert "first_name" in entry.columns
+    with mdb.engine.begin() as conn:
+        capture.drop_entry(conn, entry)
+    assert _outbox(mdb.engine) == {}
