@@ -22,7 +22,7 @@ def test_loader_imports_into_airflow_and_is_rerunnable(airflow_db):
         proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "load_airflow_settings.py")],
                               cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, f"run {attempt}:\n{proc.stdout}\n{proc.stderr}"
-        assert "Loaded 2 connection(s), 2 variable(s), 1 pool(s)" in proc.stdout
+        assert "Loaded 2 connection(s), 2 variable(s), 2 pool(s)" in proc.stdout
 
     with create_session() as session:
         sf = session.query(Connection).filter_by(conn_id="salesforce_default").one()
@@ -34,5 +34,6 @@ def test_loader_imports_into_airflow_and_is_rerunnable(airflow_db):
         assert (db.conn_type, db.host) == ("sqlite", str(ROOT / ".data" / "marketing.db"))
         pool = session.query(Pool).filter_by(pool="salesforce_api").one()
         assert pool.slots == 2
+        assert session.query(Pool).filter_by(pool="salesforce_push").one().slots == 1
         variable = session.query(Variable).filter_by(key="sfsync_incremental_interval_minutes").one()
         assert variable.val == "5"
