@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help venv test demo emulator airflow lint bench-emulator bench-pull clean distclean
+.PHONY: help venv test demo emulator airflow lint bench-emulator bench-pull bench-push clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ bench-emulator: venv ## benchmark the emulator (scripts/bench_emulator.py)
 
 bench-pull: venv ## benchmark the pull sync: initial copy + incremental cycles, SQLite and PostgreSQL (scripts/bench_pull.py; BENCH_ARGS="--records 50000")
 	$(PY) scripts/bench_pull.py $(BENCH_ARGS)
+
+bench-push: venv ## benchmark the push sync: 10,000 person updates, 1,000 new people (scripts/bench_push.py; BENCH_ARGS="--backends sqlite,postgres")
+	$(PY) scripts/bench_push.py $(BENCH_ARGS)
 
 clean: ## remove caches and test/demo state (keeps .venv, .airflow, .emulator, .data)
 	rm -rf .airflow-test .emulator-demo .pytest_cache .ruff_cache

@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -200,6 +201,28 @@ def run_worker(kind: str, backend: str, tmp: Path, extra: list[str]) -> dict:
     return json.loads(result.read_text())
 
 
+@contextmanager
+def bench_org(tmp: Path, records: int, script: str):
+    """An emulator process with a seeded org of ``records``, the environment pointing at it;
+    yields (emulator, results dict to fill)."""
+    print(f"Seeding an org of {records:,} records ...", flush=True)
+    started = time.perf_counter()
+    with start_emulator(data_dir=tmp / "org", seed=str(records), timeout=600) as emu:
+        info = emu.info
+        results = {"org_records": records,
+                   "seed_and_start_s": round(time.perf_counter() - started, 1),
+                   "command": " ".join([f".venv/bin/python scripts/{script}", *sys.argv[1:]]),
+                   "backends": {}}
+        # requests lets an inherited REQUESTS_CA_BUNDLE override session.verify: set it
+        os.environ["REQUESTS_CA_BUNDLE"] = info["ca_bundle"]
+        os.environ["SFSYNC_BENCH_CONTROL_URL"] = info["control_url"]
+        os.environ["AIRFLOW_CONN_SALESFORCE_DEFAULT"] = json.dumps({
+            "conn_type": "salesforce", "login": info["username"], "password": info["password"],
+            "extra": {"security_token": info["security_token"], "domain": info["login_domain"],
+                      "version": "59.0"}})
+        yield emu, results
+
+
 class Postgres:
     """A throwaway database on the server at ``POSTGRES_URL``."""
 
@@ -318,23 +341,7 @@ def main() -> None:
                                                              os.environ.get("PYTHONPATH")]))
     with tempfile.TemporaryDirectory(prefix="bench-pull-") as tmp_name:
         tmp = Path(tmp_name)
-        print(f"Seeding an org of {args.records:,} records ...", flush=True)
-        started = time.perf_counter()
-        with start_emulator(data_dir=tmp / "org", seed=str(args.records), timeout=600) as emu:
-            info = emu.info
-            results = {"org_records": args.records,
-                       "seed_and_start_s": round(time.perf_counter() - started, 1),
-                       "command": " ".join([".venv/bin/python scripts/bench_pull.py",
-                                            *sys.argv[1:]]),
-                       "backends": {}}
-            # requests lets an inherited REQUESTS_CA_BUNDLE override session.verify: set it
-            os.environ["REQUESTS_CA_BUNDLE"] = info["ca_bundle"]
-            os.environ["SFSYNC_BENCH_CONTROL_URL"] = info["control_url"]
-            os.environ["AIRFLOW_CONN_SALESFORCE_DEFAULT"] = json.dumps({
-                "conn_type": "salesforce", "login": info["username"],
-                "password": info["password"],
-                "extra": {"security_token": info["security_token"],
-                          "domain": info["login_domain"], "version": "59.0"}})
+        with bench_org(tmp, args.records, "bench_pull.py") as (emu, results):
             for backend in args.backends:
                 try:
                     results["backends"][backend] = bench_backend(backend, tmp, emu, args)

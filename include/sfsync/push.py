@@ -456,7 +456,7 @@ def _apply(push: Push, sobject: str, method: str, items: list[tuple[int, object]
             outcome = outcomes.get(row_id)
             if outcome is None:
                 continue
-            already_gone = method == "DELETE" and outcome.code == "ENTITY_IS_DELETED"
+            already_gone = method == "DELETE" and outcome.code in {"ENTITY_IS_DELETED", "NOT_FOUND"}
             if outcome.ok or already_gone:
                 values = dict(rewrite)
                 if method == "POST":

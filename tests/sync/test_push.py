@@ -420,3 +420,14 @@ def test_block_updates_columns_are_marketing_owned(sync):
     assert sf(sync, "Contact", contact["sfdc_contact_id"])["Title"] == "Ours"
     assert sync.mdb.one("sfsync_conflict", "row_id = :i", i=contact["id"])["winner"] == \
         "marketing"
+
+
+def test_removing_a_member_both_sides_at_once_is_no_error(sync):
+    member = sync.mdb.rows("campaign_member", "sfdc_is_deleted = :f", f=False)[0]
+    sync.delete("CampaignMember", member["sfdc_id"])
+    sync.mdb.execute("DELETE FROM campaign_member WHERE id = :i", i=member["id"])
+    sync.advance(60)
+    summary = sync.cycle("r1")
+    assert summary["push"]["campaign_members"]["counts"]["CampaignMember"]["deleted"] == 1
+    assert sync.mdb.scalar("SELECT count(*) FROM sfsync_error") == 0
+    assert sync.mdb.scalar("SELECT count(*) FROM sfsync_outbox") == 0
