@@ -37,7 +37,7 @@ from datetime import UTC, date, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from include.sfsync.mdb import BOOKKEEPING_PREFIX, UtcDateTime, utcnow
+from include.sfsync.mdb import BOOKKEEPING_PREFIX, UtcDateTime, create_tables, utcnow
 
 CHANGE_TABLE = "sfsync_change"
 PG_FUNCTION = "sfsync_capture"
@@ -91,10 +91,7 @@ def install_triggers(engine: Engine, tables: Iterable[sa.Table | str]) -> None:
     Safe to call every cycle and after columns were added: only what differs is rewritten.
     """
     names = [t if isinstance(t, str) else t.name for t in tables]
-    change_t.create(engine, checkfirst=True)
-    outbox_t.create(engine, checkfirst=True)
-    for index in change_t.indexes:
-        index.create(engine, checkfirst=True)
+    create_tables(engine, [change_t, outbox_t])
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK})

@@ -114,6 +114,30 @@ def engine_for(conn_id: str) -> Engine:
 
 # --- bookkeeping tables ---------------------------------------------------------------------
 
+def create_tables(engine: Engine, tables) -> None:
+    """Create bookkeeping ``tables`` that are missing and add the columns a newer sfsync added
+    to existing ones (nullable or with a server default, so existing rows stay valid)."""
+    tables = list(tables)
+    for table in tables:
+        table.create(engine, checkfirst=True)
+    with engine.begin() as conn:
+        inspector = sa.inspect(conn)
+        for table in tables:
+            have = {c["name"] for c in inspector.get_columns(table.name)}
+            for col in table.columns:
+                if col.name in have:
+                    continue
+                ddl = f'ALTER TABLE "{table.name}" ADD COLUMN "{col.name}" ' \
+                      f"{col.type.compile(dialect=engine.dialect)}"
+                if col.server_default is not None:
+                    ddl += f" DEFAULT {col.server_default.arg}"
+                    ddl += "" if col.nullable else " NOT NULL"
+                conn.exec_driver_sql(ddl)
+        for table in tables:
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)
+
+
 def bookkeeping(metadata: sa.MetaData) -> dict[str, sa.Table]:
     t = {}
     t["watermark"] = sa.Table(
@@ -133,7 +157,8 @@ def bookkeeping(metadata: sa.MetaData) -> dict[str, sa.Table]:
         sa.Column("status", sa.Text, nullable=False),  # running, success, failed
         sa.Column("started_at", UtcDateTime), sa.Column("ended_at", UtcDateTime),
         sa.Column("api_calls", sa.Integer, nullable=False, server_default="0"),
-        sa.Column("message", sa.Text))
+        sa.Column("message", sa.Text),
+        sa.Column("push_stopped", sa.Text))  # why the run's push stopped (request limit)
     t["count"] = sa.Table(
         "sfsync_count", metadata,
         sa.Column("run_key", sa.Text, primary_key=True),

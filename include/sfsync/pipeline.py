@@ -25,6 +25,7 @@ from include.sfsync.filters import filter_records
 from include.sfsync.mdb import (
     bookkeeping,
     build_metadata,
+    create_tables,
     engine_for,
     ensure_schema,
     fresh_stamp,
@@ -57,9 +58,8 @@ class SyncContext:
 
 
 def _books(engine: Engine) -> dict[str, sa.Table]:
-    metadata = sa.MetaData()
-    books = bookkeeping(metadata)
-    metadata.create_all(engine)
+    books = bookkeeping(sa.MetaData())
+    create_tables(engine, books.values())
     return books
 
 
@@ -358,10 +358,21 @@ def push(run_key: str, step: str, ctx: SyncContext | None = None) -> dict:
     ctx = ctx or open_context()
     if not ctx.config.push.enabled:
         return {"step": step, "disabled": True, "api_calls": 0}
+    run_t = ctx.books["run"]
+    with reader(ctx.engine).connect() as conn:
+        stopped = conn.execute(sa.select(run_t.c.push_stopped).where(
+            run_t.c.run_key == run_key)).scalar()
+    if stopped:  # an earlier step hit the request limit: the rest of the cycle waits too
+        return {"step": step, "stopped": stopped, "api_calls": 0}
     steps = {"create_people": P.create_people, "people": P.push_people,
              "campaigns": P.push_campaigns, "campaign_members": P.push_campaign_members,
              "activities": push_activities}
-    return {"step": step, **steps[step](run_key, ctx)}
+    result = {"step": step, **steps[step](run_key, ctx)}
+    if result.get("stopped"):
+        with ctx.engine.begin() as conn:
+            conn.execute(run_t.update().where(run_t.c.run_key == run_key).values(
+                push_stopped=result["stopped"]))
+    return result
 
 
 def sync_now(run_key: str, *, person_ids=(), emails=(), config: SyncConfig | None = None,

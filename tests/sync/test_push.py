@@ -234,13 +234,25 @@ def test_request_limit_stops_the_push_without_losing_anything(sync):
     ctx = sync.context()
     from include.sfsync import pipeline as P
 
+    campaign = sync.mdb.rows("campaign", "sfdc_is_deleted = :f", f=False)[0]
+    sync.mdb.execute("UPDATE campaign SET description = 'Later too' WHERE id = :i",
+                     i=campaign["id"])
+    P.start_run(ctx.engine, ctx.books, "r1", "salesforce_incremental_sync", "incremental")
     sync.org.control("POST", "/faults", json={"endpoint": "composite", "kind": "request_limit",
                                              "count": 1})
     result = P.push("r1", "people", ctx)
     assert result["stopped"] == "REQUEST_LIMIT_EXCEEDED" and result["pending"] == 1
     assert sf(sync, "Lead", lead["sfdc_lead_id"])["Title"] != "Later"
+    usage = sync.usage()
+    # the rest of the cycle's push waits too, without a call
+    assert P.push("r1", "campaigns", ctx) == {"step": "campaigns",
+                                               "stopped": "REQUEST_LIMIT_EXCEEDED",
+                                               "api_calls": 0}
+    assert sync.usage() == usage
+    assert sf(sync, "Campaign", campaign["sfdc_id"])["Description"] != "Later too"
     sync.cycle("r2")
     assert sf(sync, "Lead", lead["sfdc_lead_id"])["Title"] == "Later"
+    assert sf(sync, "Campaign", campaign["sfdc_id"])["Description"] == "Later too"
 
 
 def test_row_locks_are_retried_within_the_cycle(sync):
