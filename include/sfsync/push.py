@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 import sqlalchemy as sa
 
@@ -51,7 +52,7 @@ from include.sfsync.writes import (
 )
 
 log = logging.getLogger(__name__)
-QUERY_CHUNK = 100  # e-mails or ids per dedupe / lookup query
+IN_LIST_BUDGET = 10_000  # URL-encoded characters of one IN list: queries go in GET URLs (16 KB)
 
 
 @dataclass
@@ -231,8 +232,7 @@ def repull_people(ctx, person_ids: set[int]) -> int:
     soqls, objects = [], []
     for sobject, values in ids.items():
         obj = ctx.catalog.object(sobject)
-        for i in range(0, len(values), QUERY_CHUNK):
-            quoted = ",".join(_soql_string(v) for v in values[i:i + QUERY_CHUNK])
+        for quoted in _in_lists(values):
             soqls.append(f"SELECT {', '.join(obj.soql_fields)} FROM {sobject} "
                          f"WHERE Id IN ({quoted})")
             objects.append(obj)
@@ -260,6 +260,22 @@ def _reload(ctx, table: str, ids: list[int]) -> dict[int, object]:
 
 def _soql_string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _in_lists(values) -> list[str]:
+    """``values`` as SOQL IN lists (``'a','b'``), each short enough for a query URL."""
+    lists, current, size = [], [], 0
+    for value in values:
+        quoted = _soql_string(value)
+        cost = len(quote(quoted, safe="")) + 3  # and the encoded comma
+        if current and size + cost > IN_LIST_BUDGET:
+            lists.append(",".join(current))
+            current, size = [], 0
+        current.append(quoted)
+        size += cost
+    if current:
+        lists.append(",".join(current))
+    return lists
 
 
 def _query_all(client: SalesforceClient, soqls: list[str]) -> list[list[dict]]:
@@ -293,8 +309,7 @@ def _dedupe_and_create(push: Push, entries: list[OutboxEntry], rows: dict) -> li
     matches: dict[str, tuple[str, dict]] = {}  # email -> (object, record)
     if emails:
         soqls = []
-        for i in range(0, len(emails), QUERY_CHUNK):
-            quoted = ",".join(_soql_string(e) for e in emails[i:i + QUERY_CHUNK])
+        for quoted in _in_lists(emails):
             soqls.append(f"SELECT {', '.join(lead.soql_fields)} FROM Lead "
                          f"WHERE IsConverted = false AND Email IN ({quoted})")
             soqls.append(f"SELECT {', '.join(contact.soql_fields)} FROM Contact "
@@ -607,15 +622,11 @@ def _member_lookups(push: Push, entries: list[OutboxEntry], rows: dict, who
                 people.add(target[1])
     if not campaigns:
         return {}, {}
-    campaign_list = sorted(campaigns)
     soqls = []
-    for i in range(0, len(campaign_list), QUERY_CHUNK):
-        ids = ",".join(_soql_string(c) for c in campaign_list[i:i + QUERY_CHUNK])
+    for ids in _in_lists(sorted(campaigns)):
         soqls.append("SELECT CampaignId, Label FROM CampaignMemberStatus "
                      f"WHERE CampaignId IN ({ids}) ORDER BY SortOrder")
-    people_list = sorted(people)
-    for i in range(0, len(people_list), QUERY_CHUNK):
-        ids = ",".join(_soql_string(p) for p in people_list[i:i + QUERY_CHUNK])
+    for ids in _in_lists(sorted(people)):
         soqls.append("SELECT Id, CampaignId, LeadId, ContactId, Status FROM CampaignMember "
                      f"WHERE LeadId IN ({ids}) OR ContactId IN ({ids})")
     statuses: dict[str, list[str]] = {}

@@ -146,3 +146,4 @@ def test_only_updates_and_deletes_above_the_threshold_use_bulk():
     W.write_with_retries(client, "POST", "Lead", [(n, {"Title": "x"}) for n in range(9)],
                          retries=0, bulk_threshold=3)
     assert client.bulk.sent is None and len(client.composite_calls) == 2
+
