@@ -79,3 +79,33 @@ def test_initial_copy_then_incremental_cycles(airflow_db, sync_env):
         run = incremental.test()
         assert run.state == "success"
     assert _api_calls(info) - before == 2  # an idle cycle: describe + probe
+
+    # A marketing-side edit: the incremental DAG's push tasks carry it to Salesforce; the
+    # sync-now DAG does the same at once for the people it is given.
+    with engine.begin() as conn:
+        lead_person, lead_id = conn.execute(sa.text(
+            "SELECT id, sfdc_lead_id FROM person WHERE sfdc_type = 'Lead' AND sfdc_is_deleted = 0 "
+            "ORDER BY id LIMIT 1")).one()
+        conn.execute(sa.text("UPDATE person SET title = 'Pushed by the DAG' WHERE id = :i"),
+                     {"i": lead_person})
+        conn.execute(sa.text("INSERT INTO person (email, last_name, company) VALUES "
+                             "('now@example.org', 'Now', 'Sync Now Co')"))
+    run = incremental.test()
+    assert run.state == "success"
+    pushed = {ti.task_id for ti in run.get_task_instances() if ti.task_id.startswith("push.")}
+    assert pushed == {"push.dedupe_on_write", "push.people", "push.campaigns",
+                      "push.campaign_members", "push.activities"}
+    leads = {r["Id"]: r for r in requests.get(info["control_url"] + "/export",
+                                              params={"objects": "Lead"}, timeout=30).json()["Lead"]}
+    assert leads[lead_id]["Title"] == "Pushed by the DAG"
+    assert any(r["Email"] == "now@example.org" for r in leads.values())
+
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE person SET title = 'Right now' WHERE id = :i"),
+                     {"i": lead_person})
+    sync_now = _dag("salesforce_sync_now")
+    run = sync_now.test(run_conf={"person_ids": [lead_person], "emails": []})
+    assert run.state == "success"
+    lead = requests.get(info["control_url"] + "/export", params={"objects": "Lead"},
+                        timeout=30).json()["Lead"]
+    assert next(r for r in lead if r["Id"] == lead_id)["Title"] == "Right now"
