@@ -225,8 +225,9 @@ class _Cycle:
                     client, "POST", "Task", [(row_id, task) for _k, (row_id, task) in leaders],
                     retries=self.ctx.config.push.transient_retries)
                 self.sent += len(leaders)
-            except W.RequestLimitExceeded as exc:
-                # what got through before the limit is marked; the rest is sent next cycle
+            except W.WriteInterrupted as exc:
+                # what got through before the limit (or a failed call) is marked; the rest is
+                # sent next cycle (or by the task's retry)
                 limit, outcomes = exc, exc.outcomes
             finally:
                 calls = client.api_calls - before

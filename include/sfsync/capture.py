@@ -404,9 +404,9 @@ def fold(conn, table_names: Iterable[str]) -> int:
                   "version": entry.version + 1, "changed_at": last_at[key],
                   "updated_at": now}
         where = (outbox_t.c.table_name == key[0], outbox_t.c.row_id == key[1])
-        if key in known:
-            conn.execute(outbox_t.update().where(*where).values(**values))
-        else:
+        # the entry may have been dropped since it was read (a push finished): insert it again
+        if key not in known or not conn.execute(outbox_t.update().where(*where).values(
+                **values)).rowcount:
             conn.execute(outbox_t.insert().values(table_name=key[0], row_id=key[1],
                                                   first_changed_at=first_at[key], **values))
     ids = [c.id for c in changes]
@@ -441,10 +441,13 @@ def _same_version(entry: OutboxEntry):
 def save_entry(conn, entry: OutboxEntry, **extra) -> bool:
     """Write back an entry's columns, base, status and attempts (and ``extra`` columns), unless
     a fold changed it since it was read (then the newer changes stand). True if written."""
-    return conn.execute(outbox_t.update().where(*_same_version(entry)).values(
+    written = conn.execute(outbox_t.update().where(*_same_version(entry)).values(
         columns=json.dumps(sorted(entry.columns)), base=json.dumps(entry.base, default=str),
-        status=entry.status, attempts=entry.attempts, updated_at=utcnow(), **extra)
-    ).rowcount == 1
+        status=entry.status, attempts=entry.attempts, version=entry.version + 1,
+        updated_at=utcnow(), **extra)).rowcount == 1
+    if written:
+        entry.version += 1
+    return written
 
 
 def merge_rows(conn, table_name: str, loser_id: int, survivor_id: int, filled: dict) -> None:

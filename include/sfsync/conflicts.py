@@ -70,12 +70,15 @@ class Resolver:
                 continue
             local, theirs = current._mapping.get(col), values[col]
             base_known = col in entry.base
-            if same(local, theirs) or (not base_known and local is None):
+            base = capture.stored_value(self.table.c[col], entry.base.get(col))
+            if same(local, theirs) or (not base_known and local is None) or (
+                    base_known and same(local, base)):
+                # both agree, or nothing to weigh (no local value, or changed and changed
+                # back): Salesforce's value stands and the column has nothing to push
                 entry.columns.remove(col)
                 entry.base.pop(col, None)
                 touched = True
                 continue
-            base = capture.stored_value(self.table.c[col], entry.base.get(col))
             if (base_known and same(base, theirs)) or (not base_known and theirs is None):
                 # only the marketing side changed it (or, for a person just linked to an
                 # existing record, only it has a value): it will be pushed

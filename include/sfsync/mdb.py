@@ -304,7 +304,9 @@ def build_metadata(catalog: Catalog) -> tuple[sa.MetaData, dict[str, sa.Table], 
             if col.name not in present:
                 cols.append(sa.Column(col.name, SQL_TYPES[col.sql_type]()))
                 present.add(col.name)
-        tables[name] = sa.Table(name, metadata, *cols)
+        # Two-way tables: SQLite must never reuse a deleted row's id (its delete may still be
+        # waiting to reach Salesforce when another writer inserts a row).
+        tables[name] = sa.Table(name, metadata, *cols, sqlite_autoincrement=name in two_way)
     for table in tables.values():
         for ref in ("sfdc_account_id", "sfdc_campaign_id", "sfdc_opportunity_id",
                     "sfdc_who_id", "sfdc_what_id", "sfdc_converted_contact_id",

@@ -44,7 +44,9 @@ from include.sfsync.standardize import Standardizer
 from include.sfsync.writes import (
     Outcome,
     RequestLimitExceeded,
+    WriteInterrupted,
     by_group,
+    limit_hit,
     record_error,
     same,
     sf_value,
@@ -52,6 +54,8 @@ from include.sfsync.writes import (
 )
 
 log = logging.getLogger(__name__)
+# Errors the next pull resolves (the lead became a contact): the change waits, it did not fail.
+RETRY_AFTER_PULL = frozenset({"CANNOT_UPDATE_CONVERTED_LEAD"})
 IN_LIST_BUDGET = 10_000  # URL-encoded characters of one IN list: queries go in GET URLs (16 KB)
 
 
@@ -64,6 +68,7 @@ class Push:
     table: str
     counts: dict[str, Counter] = field(default_factory=dict)
     stopped: str | None = None
+    interrupted: Exception | None = None  # a failed call, raised once its outcomes are settled
     calls_before: int | None = None  # set when there is something to push
 
     def __post_init__(self):
@@ -143,6 +148,9 @@ class Push:
             log.warning("push stopped: %s; everything not sent stays queued", exc)
             self.stopped = "REQUEST_LIMIT_EXCEEDED"
             return exc.outcomes  # what got through before the limit
+        except WriteInterrupted as exc:  # settled first, then raised: the task retries
+            self.interrupted = exc
+            return exc.outcomes
 
     def finish(self) -> dict:
         calls = 0 if self.calls_before is None else self.ctx.client.api_calls - self.calls_before
@@ -200,7 +208,10 @@ def create_people(run_key: str, ctx, *, person_ids: set[int] | None = None) -> d
     new = [e for e in entries if e.op == "upsert" and e.row_id in rows
            and not (rows[e.row_id].sfdc_lead_id or rows[e.row_id].sfdc_contact_id)]
     if new:
-        _dedupe_and_create(push, new, rows)
+        try:
+            _dedupe_and_create(push, new, rows)
+        except RequestLimitExceeded:  # the dedupe query was refused: all stays queued
+            push.stopped = "REQUEST_LIMIT_EXCEEDED"
     return push.finish()
 
 
@@ -280,8 +291,13 @@ def _in_lists(values) -> list[str]:
 
 def _query_all(client: SalesforceClient, soqls: list[str]) -> list[list[dict]]:
     """Run queries five per /composite call; every page of each."""
-    results = client.composite([{"url": client.query_url(q, include_deleted=False)}
-                                for q in soqls])
+    try:
+        results = client.composite([{"url": client.query_url(q, include_deleted=False)}
+                                    for q in soqls])
+    except Exception as exc:  # simple-salesforce raises one class per HTTP status
+        if limit_hit(exc):
+            raise RequestLimitExceeded(str(exc)) from exc
+        raise
     out = []
     for soql, result in zip(soqls, results, strict=True):
         if result["status"] != 200:
@@ -478,11 +494,12 @@ def _apply(push: Push, sobject: str, method: str, items: list[tuple[int, object]
                     values["sfdc_id"] = outcome.id
                 if written is not None:
                     values.update(written(row_id, outcome))
-                if method != "DELETE":
-                    push.write_back(conn, row_id, values)
+                if method != "DELETE" and not _write_back_created(push, conn, entry, sobject,
+                                                                  row_id, values, outcome):
+                    continue
                 capture.drop_entry(conn, entry)
                 push.count(sobject, key)
-            elif outcome.transient:
+            elif outcome.transient or outcome.code in RETRY_AFTER_PULL:
                 push.wait(conn, entry, f"{outcome.code}: {outcome.message}")
             else:
                 sfdc_id = body if isinstance(body, str) else (body.get("Id") or
@@ -490,6 +507,24 @@ def _apply(push: Push, sobject: str, method: str, items: list[tuple[int, object]
                                                                       None))
                 push.fail(conn, entry, sobject, outcome, sfdc_id=sfdc_id,
                           record=body if isinstance(body, dict) else None)
+    if push.interrupted is not None:
+        raise push.interrupted
+
+
+def _write_back_created(push: Push, conn, entry: OutboxEntry, sobject: str, row_id: int,
+                        values: dict, outcome: Outcome) -> bool:
+    """Write back a success; a Salesforce id another row took meanwhile (a concurrent pull
+    read the new record first) is a data error on this row, not a rolled-back batch."""
+    try:
+        with conn.begin_nested():
+            push.write_back(conn, row_id, values)
+        return True
+    except sa.exc.IntegrityError:
+        push.fail(conn, entry, sobject, Outcome.failed(
+            "DUPLICATE_VALUE", f"{sobject} {outcome.id} written for row {row_id} is already "
+            f"held by another {push.table} row (read by a concurrent pull): merge the two rows"),
+            sfdc_id=outcome.id, record=None)
+        return False
 
 
 def push_campaign_members(run_key: str, ctx, *, person_ids: set[int] | None = None) -> dict:
@@ -523,7 +558,11 @@ def push_campaign_members(run_key: str, ctx, *, person_ids: set[int] | None = No
         return None
 
     live = [e for e in entries if e.op == "upsert" and e.row_id in rows]
-    statuses, existing = _member_lookups(push, live, rows, who)
+    try:
+        statuses, existing = _member_lookups(push, live, rows, who)
+    except RequestLimitExceeded:  # the lookups were refused: all stays queued
+        push.stopped = "REQUEST_LIMIT_EXCEEDED"
+        return push.finish()
     creates, updates, deletes, prepared = [], [], [], {}
     with ctx.engine.begin() as conn:
         for entry in entries:
@@ -574,6 +613,14 @@ def push_campaign_members(run_key: str, ctx, *, person_ids: set[int] | None = No
             sfdc_id = row.sfdc_id or existing.get((campaign[:15], target[1][:15]), (None,))[0]
             if not row.sfdc_id and sfdc_id:  # already a member in Salesforce: link
                 have = existing[(campaign[:15], target[1][:15])][1]
+                t = ctx.tables["campaign_member"]
+                twin = conn.execute(sa.select(t.c.id).where(t.c.sfdc_id == sfdc_id)).scalar()
+                if twin is not None:  # ... and in this database, as another row
+                    push.fail(conn, entry, "CampaignMember", Outcome.failed(
+                        "DUPLICATE_VALUE", f"already a member of campaign {campaign}: row "
+                        f"{twin} (CampaignMember {sfdc_id}); change that row or delete this one"),
+                        sfdc_id=sfdc_id, record={"status": status, "campaign": campaign})
+                    continue
                 push.write_back(conn, row.id, {"sfdc_id": sfdc_id, **_who_columns(target),
                                                **rewrite})
                 push.count("CampaignMember", "linked")

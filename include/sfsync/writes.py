@@ -34,7 +34,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from include.sfsync.mdb import utcnow
-from include.sfsync.salesforce import SalesforceClient
+from include.sfsync.salesforce import COMPOSITE_QUERY_LIMIT, SalesforceClient
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,8 @@ COLLECTION_SIZE = 200
 BULK_UNPROCESSED = "BULK_UNPROCESSED"
 TRANSIENT_CODES = frozenset({
     "UNABLE_TO_LOCK_ROW", "ALL_OR_NONE_OPERATION_ROLLED_BACK", "SERVER_UNAVAILABLE",
-    "REQUEST_RUNNING_TOO_LONG", "QUERY_TIMEOUT", "INVALID_SESSION_ID", BULK_UNPROCESSED})
+    "REQUEST_RUNNING_TOO_LONG", "QUERY_TIMEOUT", "INVALID_SESSION_ID", "UNKNOWN_EXCEPTION",
+    BULK_UNPROCESSED})
 # Bulk API 2.0 ingest operations by REST method. POST (create) is deliberately absent: a Bulk
 # insert's results cannot be tied back to local rows (their order is not guaranteed and there
 # is no Salesforce id or external id yet to match them by), so creates stay on collections,
@@ -51,13 +52,23 @@ TRANSIENT_CODES = frozenset({
 BULK_OPERATIONS = {"PATCH": "update", "DELETE": "delete"}
 
 
-class RequestLimitExceeded(RuntimeError):
-    """The org's daily API allowance is spent: stop writing for this cycle. ``outcomes``: what
-    earlier attempts of the same write already did (those records must not be sent again)."""
+class WriteInterrupted(RuntimeError):
+    """A call failed in the middle of a write. ``outcomes``: what the calls before it already
+    did (keys of :func:`write_with_retries`, or positions for :func:`write_records`): records
+    created there must be settled, never sent again."""
 
     def __init__(self, message: str, outcomes: dict | None = None):
         super().__init__(message)
         self.outcomes = outcomes or {}
+
+
+class RequestLimitExceeded(WriteInterrupted):
+    """The org's daily API allowance is spent: stop writing for this cycle."""
+
+
+def limit_hit(exc: Exception) -> bool:
+    """The exception is Salesforce's REQUEST_LIMIT_EXCEEDED (a 403 of simple-salesforce)."""
+    return "REQUEST_LIMIT_EXCEEDED" in str(getattr(exc, "content", "")) + str(exc)
 
 
 @dataclass(frozen=True)
@@ -70,7 +81,8 @@ class Outcome:
 
     @property
     def transient(self) -> bool:
-        return not self.ok and self.code in TRANSIENT_CODES
+        return not self.ok and (self.code in TRANSIENT_CODES
+                                or str(self.code).startswith(("HTTP_5", "HTTP_401")))
 
     @classmethod
     def failed(cls, code: str, message: str, fields=()) -> Outcome:
@@ -102,25 +114,26 @@ def write_records(client: SalesforceClient, method: str, sobject: str,
             subrequests.append({"method": method, "url": "/composite/sobjects", "body": {
                 "allOrNone": False,
                 "records": [{"attributes": {"type": sobject}, **r} for r in chunk]}})
-    if not subrequests:
-        return []
-    try:
-        results = client.composite(subrequests)
-    except Exception as exc:  # simple-salesforce raises one class per HTTP status
-        if "REQUEST_LIMIT_EXCEEDED" in str(getattr(exc, "content", "")) + str(exc):
-            raise RequestLimitExceeded(str(exc)) from exc
-        raise
     out: list[Outcome] = []
-    for chunk, result in zip(chunks, results, strict=True):
-        body = result["body"]
-        if result["status"] < 300 and isinstance(body, list) and len(body) == len(chunk):
-            out += [_outcome(r) for r in body]
-            continue
-        first = body[0] if isinstance(body, list) and body else {}
-        code = first.get("errorCode") or f"HTTP_{result['status']}"
-        if code == "REQUEST_LIMIT_EXCEEDED":
-            raise RequestLimitExceeded(first.get("message") or code)
-        out += [Outcome.failed(code, first.get("message") or str(body))] * len(chunk)
+    per_call = COMPOSITE_QUERY_LIMIT  # collections per /composite call
+    for start in range(0, len(subrequests), per_call):
+        try:  # one call at a time: what earlier calls did is known if a later one fails
+            results = client.composite(subrequests[start:start + per_call])
+        except Exception as exc:  # simple-salesforce raises one class per HTTP status
+            done = dict(enumerate(out))
+            if limit_hit(exc):
+                raise RequestLimitExceeded(str(exc), done) from exc
+            raise WriteInterrupted(f"{type(exc).__name__}: {exc}", done) from exc
+        for chunk, result in zip(chunks[start:start + per_call], results, strict=True):
+            body = result["body"]
+            if result["status"] < 300 and isinstance(body, list) and len(body) == len(chunk):
+                out += [_outcome(r) for r in body]
+                continue
+            first = body[0] if isinstance(body, list) and body else {}
+            code = first.get("errorCode") or f"HTTP_{result['status']}"
+            if code == "REQUEST_LIMIT_EXCEEDED":
+                raise RequestLimitExceeded(first.get("message") or code, dict(enumerate(out)))
+            out += [Outcome.failed(code, first.get("message") or str(body))] * len(chunk)
     return out
 
 
@@ -141,9 +154,10 @@ def write_with_retries(client: SalesforceClient, method: str, sobject: str,
         try:
             results = (write_bulk if bulk else write_records)(
                 client, method, sobject, [r for _k, r in todo])
-        except RequestLimitExceeded as exc:
-            raise RequestLimitExceeded(str(exc), {k: o for k, o in outcomes.items()
-                                                  if not o.transient}) from exc
+        except WriteInterrupted as exc:
+            done = {k: o for k, o in outcomes.items() if not o.transient}
+            done.update({todo[i][0]: o for i, o in exc.outcomes.items()})
+            raise type(exc)(str(exc), done) from exc
         again = []
         for (key, record), outcome in zip(todo, results, strict=True):
             outcomes[key] = outcome
@@ -195,7 +209,7 @@ def write_bulk(client: SalesforceClient, method: str, sobject: str,
                     operation, len(rows), sobject, exc)
         return write_records(client, method, sobject, records)
     except Exception as exc:  # simple-salesforce raises one class per HTTP status
-        if "REQUEST_LIMIT_EXCEEDED" in str(getattr(exc, "content", "")) + str(exc):
+        if limit_hit(exc):
             # updates and deletes are idempotent: whatever the job did is sent again later
             raise RequestLimitExceeded(str(exc)) from exc
         raise

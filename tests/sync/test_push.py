@@ -443,3 +443,99 @@ def test_removing_a_member_both_sides_at_once_is_no_error(sync):
     assert summary["push"]["campaign_members"]["counts"]["CampaignMember"]["deleted"] == 1
     assert sync.mdb.scalar("SELECT count(*) FROM sfsync_error") == 0
     assert sync.mdb.scalar("SELECT count(*) FROM sfsync_outbox") == 0
+
+
+def test_a_membership_that_exists_as_another_row_is_refused_not_crashing(sync):
+    """Another row already holds the membership: a clear error on the new row; other members
+    still go through."""
+    taken = sync.mdb.rows("campaign_member", "sfdc_is_deleted = :f AND person_id IS NOT NULL",
+                          f=False)[0]
+    lead = a_lead(sync)
+    campaign = _campaign_without(sync, lead)
+    sync.mdb.execute("INSERT INTO campaign_member (person_id, sfdc_campaign_id) VALUES "
+                     "(:p, :c)", p=taken["person_id"], c=taken["sfdc_campaign_id"])
+    sync.mdb.execute("INSERT INTO campaign_member (person_id, sfdc_campaign_id) VALUES "
+                     "(:p, :c)", p=lead["id"], c=campaign["sfdc_id"])
+    summary = sync.cycle("r1")
+    members = summary["push"]["campaign_members"]["counts"]["CampaignMember"]
+    assert (members["new"], members["failed"]) == (1, 1)
+    error = sync.mdb.one("sfsync_error", "sf_object = 'CampaignMember'")
+    assert error["error_code"] == "DUPLICATE_VALUE" and f"row {taken['id']}" in error["message"]
+
+
+def test_records_written_before_a_failed_call_are_settled_not_sent_twice(sync):
+    from include.sfsync import pipeline as P
+
+    for name in ("Alpha", "Beta", "Gamma"):
+        sync.mdb.execute("INSERT INTO campaign (name) VALUES (:n)", n=f"Interrupted {name}")
+    # one record hits a row lock; the retry call for it then fails with a 500
+    sync.org.control("POST", "/faults", json={"endpoint": "composite.sobjects",
+                                             "kind": "unable_to_lock_row", "count": 1})
+    sync.org.control("POST", "/faults", json={"endpoint": "composite", "kind": "http_500",
+                                             "count": 1, "after": 1})
+    with pytest.raises(Exception, match="500"):
+        P.push("r1", "campaigns", sync.context())
+    created = [r for r in sync.truth("Campaign")["Campaign"]
+               if r["Name"].startswith("Interrupted")]
+    assert len(created) == 2
+    assert sync.mdb.scalar("SELECT count(*) FROM campaign WHERE name LIKE 'Interrupted%' "
+                           "AND sfdc_id IS NOT NULL") == 2
+    P.push("r1", "campaigns", sync.context())  # the task's retry
+    names = sorted(r["Name"] for r in sync.truth("Campaign")["Campaign"]
+                   if r["Name"].startswith("Interrupted"))
+    assert names == ["Interrupted Alpha", "Interrupted Beta", "Interrupted Gamma"]
+
+
+def test_a_value_changed_and_changed_back_is_no_conflict(sync):
+    lead = a_lead(sync)
+    sync.mdb.execute("UPDATE person SET title = 'Interim' WHERE id = :i", i=lead["id"])
+    sync.mdb.execute("UPDATE person SET title = :t WHERE id = :i", t=lead["title"],
+                     i=lead["id"])
+    sync.update("Lead", lead["sfdc_lead_id"], Title="Set in Salesforce")
+    sync.advance(60)
+    sync.cycle("r1")
+    assert sync.mdb.one("person", "id = :i", i=lead["id"])["title"] == "Set in Salesforce"
+    assert sf(sync, "Lead", lead["sfdc_lead_id"])["Title"] == "Set in Salesforce"
+    assert sync.mdb.scalar("SELECT count(*) FROM sfsync_conflict") == 0
+
+
+def test_a_lead_converted_before_the_push_gets_the_edit_through_its_contact(sync):
+    from include.sfsync import pipeline as P
+
+    lead = a_lead(sync)
+    sync.mdb.execute("UPDATE person SET title = 'Edited before conversion' WHERE id = :i",
+                     i=lead["id"])
+    contact = sync.org.control("POST", "/convert-lead",
+                               json={"lead_id": lead["sfdc_lead_id"]})["contactId"]
+    P.push("r1", "people", sync.context())  # the lead is converted: waits, does not fail
+    box = sync.mdb.one("sfsync_outbox", "row_id = :i", order="row_id", i=lead["id"])
+    assert box["status"] == "pending" and "CANNOT_UPDATE_CONVERTED_LEAD" in box["last_error"]
+    sync.advance(60)
+    sync.cycle("r2")  # the pull links the contact; the push writes it
+    assert sf(sync, "Contact", contact)["Title"] == "Edited before conversion"
+    assert sync.mdb.scalar("SELECT count(*) FROM sfsync_error") == 0
+
+
+def test_a_deleted_members_id_is_not_reused_before_the_delete_is_pushed(sync):
+    newest = sync.mdb.rows("campaign_member", "sfdc_is_deleted = :f", order="id DESC",
+                           f=False)[0]
+    sync.mdb.execute("DELETE FROM campaign_member WHERE id = :i", i=newest["id"])
+    lead = a_lead(sync)
+    sync.mdb.execute("INSERT INTO campaign_member (person_id, sfdc_campaign_id) VALUES "
+                     "(:p, :c)", p=lead["id"], c=_campaign_without(sync, lead)["sfdc_id"])
+    assert sync.mdb.scalar("SELECT max(id) FROM campaign_member") != newest["id"]
+    sync.cycle("r1")
+    assert not [r for r in sync.truth("CampaignMember")["CampaignMember"]
+                if r["Id"] == newest["sfdc_id"]]
+
+
+def test_request_limit_on_the_dedupe_query_stops_without_losing_anything(sync):
+    from include.sfsync import pipeline as P
+
+    sync.mdb.execute("INSERT INTO person (email, last_name) VALUES ('lim@example.org', 'Lim')")
+    sync.org.control("POST", "/faults", json={"endpoint": "composite", "kind": "request_limit",
+                                             "count": 1})
+    result = P.push("r1", "create_people", sync.context())
+    assert result["stopped"] == "REQUEST_LIMIT_EXCEEDED" and result["pending"] == 1
+    sync.cycle("r2")
+    assert sync.mdb.one("person", "email = 'lim@example.org'")["sfdc_lead_id"]
