@@ -244,7 +244,8 @@ class EmulatorServer:
         return uvicorn.Config(AsgiApp(self.org), host="127.0.0.1", port=self.requested_port,
                               ssl_certfile=str(self.tls["cert"]), ssl_keyfile=str(self.tls["key"]),
                               log_level="warning", access_log=False, lifespan="off",
-                              timeout_keep_alive=30, date_header=False)
+                              timeout_keep_alive=30, date_header=False,
+                              timeout_graceful_shutdown=1)
 
     def _bound_port(self) -> int:
         return self._server.servers[0].sockets[0].getsockname()[1]
@@ -280,7 +281,10 @@ class EmulatorServer:
         if self._server:
             self._server.should_exit = True
         if self._thread:
-            self._thread.join(10)
+            self._thread.join(3)
+            if self._thread.is_alive():  # a client still holds a connection open: cut it
+                self._server.force_exit = True
+                self._thread.join(10)
         with self.org.lock:
             self.org.flush_usage()
 
