@@ -72,17 +72,6 @@ _metadata = sa.MetaData()
 change_t = change_table(_metadata)
 
 
-@dataclass(frozen=True)
-class Change:
-    id: int
-    table_name: str
-    row_id: int
-    op: str
-    columns: tuple[str, ...]
-    changed_at: datetime
-    processed_at: datetime | None = None
-
-
 # --- installing the triggers ------------------------------------------------------------------
 
 def install_triggers(engine: Engine, tables: Iterable[sa.Table | str]) -> None:
@@ -268,21 +257,6 @@ def _install_postgres_trigger(conn, schema: str, table: str) -> None:
     conn.exec_driver_sql(
         f"CREATE TRIGGER {PG_TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON "
         f"{_q(schema)}.{_q(table)} FOR EACH ROW EXECUTE FUNCTION {_q(schema)}.{PG_FUNCTION}()")
-
-
-# --- reading and acknowledging changes ---------------------------------------------------------
-
-def pending_changes(engine: Engine, table_name: str, *, limit: int | None = None) -> list[Change]:
-    """Unprocessed changes of one table, oldest first."""
-    query = sa.select(change_t).where(change_t.c.table_name == table_name,
-                                      change_t.c.processed_at.is_(None)).order_by(change_t.c.id)
-    if limit is not None:
-        query = query.limit(limit)
-    with engine.connect() as conn:
-        return [Change(id=r.id, table_name=r.table_name, row_id=r.row_id, op=r.op,
-                       columns=tuple(c for c in (r.columns or "").split(",") if c),
-                       changed_at=r.changed_at, processed_at=r.processed_at)
-                for r in conn.execute(query)]
 
 
 # --- the outbox: what the push has to send ----------------------------------------------------
