@@ -45,7 +45,6 @@ from include.sfsync.writes import (
     Outcome,
     RequestLimitExceeded,
     WriteInterrupted,
-    by_group,
     limit_hit,
     record_error,
     same,
@@ -73,6 +72,7 @@ class Push:
 
     def __post_init__(self):
         self.standardizer = Standardizer.from_settings(self.ctx.config.push)
+        self._writable: dict[tuple[str, bool], dict[str, FieldMap]] = {}
 
     @property
     def client(self) -> SalesforceClient:
@@ -84,8 +84,12 @@ class Push:
     # --- payloads -------------------------------------------------------------------------
 
     def fields_by_column(self, obj: ObjectCatalog, *, create: bool) -> dict[str, FieldMap]:
-        return {f.column: f for f in obj.synced
-                if (f.createable if create else f.updateable) and f.sf_field != "Id"}
+        """Columns the sync user may write, and their fields (once per object and mode)."""
+        key = (obj.sf_object, create)
+        if key not in self._writable:
+            self._writable[key] = {f.column: f for f in obj.synced if f.sf_field != "Id"
+                                   and (f.createable if create else f.updateable)}
+        return self._writable[key]
 
     def payload(self, obj: ObjectCatalog, row, columns, base: dict, *, create: bool
                 ) -> tuple[dict, dict]:
@@ -439,7 +443,8 @@ def _update_people(push: Push, entries: list[OutboxEntry], rows: dict) -> None:
             items[sobject].append((entry.row_id, {"Id": sfdc_id, **body}))
             pending[entry.row_id] = (entry, rewrite)
     for sobject, batch in items.items():
-        batch = by_group(batch, lambda item: rows[item[0]]._mapping.get("sfdc_account_id"))
+        # contacts of one account travel together: fewer UNABLE_TO_LOCK_ROW
+        batch.sort(key=lambda item: rows[item[0]]._mapping.get("sfdc_account_id") or "")
         _apply(push, sobject, "PATCH", batch, pending, rows)
 
 

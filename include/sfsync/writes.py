@@ -26,7 +26,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -348,8 +348,3 @@ def same(a, b) -> bool:
     if type(a) is not type(b) and not (isinstance(a, datetime) and isinstance(b, datetime)):
         return str(a) == str(b)
     return a == b
-
-
-def by_group(items: list, group: Callable[[object], str | None]) -> list:
-    """Items ordered so that records of one account travel together (fewer row locks)."""
-    return sorted(items, key=lambda item: group(item) or "")
