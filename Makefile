@@ -35,9 +35,10 @@ emulator: venv ## run the Salesforce emulator in the foreground (EMULATOR_PORT, 
 airflow: venv ## local Airflow on http://localhost:8080 (AIRFLOW_PORT; admin/admin), plus the emulator
 	scripts/run_airflow.sh
 
-lint: venv ## ruff, plus the Airflow 3 migration rules on dags/ and plugins/
+lint: venv ## ruff, the Airflow 3 migration rules on dags/ and plugins/, and the import layers (pyproject.toml)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff check dags plugins --select AIR3
+	PYTHONPATH=$(CURDIR):$(CURDIR)/plugins $(VENV)/bin/lint-imports --no-cache
 
 bench-emulator: venv ## benchmark the emulator (scripts/bench_emulator.py)
 	$(PY) scripts/bench_emulator.py

@@ -46,26 +46,19 @@ from sfsync_operators import (
     SalesforcePushOperator,
 )
 
-from include.sfsync.dag_defaults import default_args
+from include.sfsync.airflow_glue import default_args, mark_run_failed
+from include.sfsync.objects import standard_groups
+from include.sfsync.steps import UPDATE_STEPS
 
 INTERVAL_MINUTES = int(os.environ.get("SFSYNC_INCREMENTAL_MINUTES", "5"))
 # Object groups in dependency order; custom objects are mapped at run time from the config.
-GROUPS = (("users", ("User",)), ("accounts", ("Account",)), ("people", ("Lead", "Contact")),
-          ("campaigns", ("Campaign",)), ("campaign_members", ("CampaignMember",)),
-          ("opportunities", ("Opportunity",)), ("contact_roles", ("OpportunityContactRole",)),
-          ("activities", ("Task", "Event")))
-
-
-def _mark_failed(context) -> None:
-    from include.sfsync.pipeline import mark_failed, run_key_of
-
-    mark_failed(run_key_of(context), f"{context.get('reason', 'failed')}: see the task logs")
+GROUPS = standard_groups()
 
 
 @task(pool="salesforce_api")
 def prepare() -> dict:
     """Org lock, describe (schema drift), schema, change probe; plans every object."""
-    from include.sfsync.pipeline import fail_fast, run_key_of
+    from include.sfsync.airflow_glue import fail_fast, run_key_of
     from include.sfsync.pipeline import prepare as prepare_run
 
     return fail_fast(lambda: prepare_run(run_key_of(get_current_context())))
@@ -74,7 +67,8 @@ def prepare() -> dict:
 @task(pool="salesforce_api", map_index_template="{{ task.op_kwargs['sf_object'] }}")
 def extract(sf_object: str) -> dict:
     """Stage the changes the probe could not fetch (more pages, a Bulk job); no-op when idle."""
-    from include.sfsync.pipeline import extract_object, run_key_of
+    from include.sfsync.airflow_glue import run_key_of
+    from include.sfsync.pipeline import extract_object
 
     return extract_object(run_key_of(get_current_context()), sf_object)
 
@@ -82,7 +76,8 @@ def extract(sf_object: str) -> dict:
 @task(map_index_template="{{ task.op_kwargs['sf_object'] }}")
 def load(sf_object: str) -> dict:
     """Load the filtered staging, advancing the object's cursor in the same transaction."""
-    from include.sfsync.pipeline import load_object, run_key_of
+    from include.sfsync.airflow_glue import run_key_of
+    from include.sfsync.pipeline import load_object
 
     return load_object(run_key_of(get_current_context()), sf_object)
 
@@ -96,8 +91,8 @@ def enabled_custom_objects(plan: dict) -> list[str]:
 @task(pool="salesforce_api", trigger_rule="none_failed")
 def maintain() -> dict:
     """When due: re-copy newly mapped fields, refresh opted-in formulas, reconcile id sets."""
+    from include.sfsync.airflow_glue import run_key_of
     from include.sfsync.pipeline import maintain as maintain_run
-    from include.sfsync.pipeline import run_key_of
 
     return maintain_run(run_key_of(get_current_context()))
 
@@ -105,8 +100,8 @@ def maintain() -> dict:
 @task(trigger_rule="none_failed")
 def finish() -> dict:
     """Link people that arrived after their rows, record the run, clean the staging."""
+    from include.sfsync.airflow_glue import run_key_of
     from include.sfsync.pipeline import finish as finish_run
-    from include.sfsync.pipeline import run_key_of
 
     return finish_run(run_key_of(get_current_context()))
 
@@ -128,7 +123,7 @@ def _object_steps(sf_object: str):
     max_active_runs=1,
     tags=["sfsync", "salesforce", "incremental"],
     doc_md=__doc__,
-    on_failure_callback=_mark_failed,
+    on_failure_callback=mark_run_failed,
     default_args=default_args(retries=3, retry_delay=timedelta(seconds=20),
                               max_retry_delay=timedelta(minutes=5)),
 )
@@ -167,7 +162,7 @@ def salesforce_incremental_sync():
         # one push at a time across DAGs (salesforce_sync_now too): the salesforce_push pool
         chain(DedupeOnWriteOperator(task_id="dedupe_on_write", pool="salesforce_push"),
               *[SalesforcePushOperator(task_id=step, step=step, pool="salesforce_push")
-                for step in SalesforcePushOperator.STEPS])
+                for step in UPDATE_STEPS])
 
     pushed = push()
     last_custom >> pushed >> maintain() >> finish()

@@ -24,10 +24,10 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 
-from include.sfsync.dag_defaults import default_args
+from include.sfsync.airflow_glue import default_args
+from include.sfsync.objects import object_names
 
-OBJECTS = ["User", "Account", "Lead", "Contact", "Campaign", "CampaignMember", "Opportunity",
-           "OpportunityContactRole", "Task", "Event", "Webinar_Attendance__c", "Subscription__c"]
+OBJECTS = object_names()
 
 
 @task(pool="salesforce_api")
@@ -36,8 +36,8 @@ def plan(params: dict | None = None) -> list[dict]:
     the schema."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from include.sfsync.initial import prepare_copy
-    from include.sfsync.pipeline import fail_fast, run_key_of
+    from include.sfsync.airflow_glue import fail_fast, run_key_of
+    from include.sfsync.pipeline import prepare_copy
 
     context = get_current_context()
     run = context["dag_run"]
@@ -70,21 +70,20 @@ def _when(value, name: str):
 @task(pool="salesforce_api", map_index_template="{{ task.op_kwargs['sf_object'] }}")
 def copy(sf_object: str, created_from: str | None, created_to: str | None) -> dict:
     """Copy one object's records created in the window; resumable, Bulk above the threshold."""
-    from include.sfsync.initial import copy_window
-    from include.sfsync.pipeline import open_context, run_key_of
+    from include.sfsync.airflow_glue import run_key_of
+    from include.sfsync.pipeline import copy_object
 
-    return copy_window(open_context(), run_key_of(get_current_context()), sf_object,
+    return copy_object(run_key_of(get_current_context()), sf_object,
                        _when(created_from, "created_from"), _when(created_to, "created_to"))
 
 
 @task
 def finish(copies: list[dict]) -> dict:
     """Link people, start incremental cursors where history is complete, close the run."""
-    from include.sfsync.initial import finish_copy
-    from include.sfsync.pipeline import open_context, run_key_of
+    from include.sfsync.airflow_glue import run_key_of
+    from include.sfsync.pipeline import finish_copy
 
-    return finish_copy(open_context(), run_key_of(get_current_context()),
-                       [c["sf_object"] for c in copies])
+    return finish_copy(run_key_of(get_current_context()), [c["sf_object"] for c in copies])
 
 
 @dag(

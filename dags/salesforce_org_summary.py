@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import dag, task
 
-from include.sfsync.dag_defaults import default_args
+from include.sfsync.airflow_glue import default_args
 from include.sfsync.org_summary import format_summary, summarize
 
 log = logging.getLogger("airflow.task")

@@ -30,13 +30,14 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from include.sfsync.dag_defaults import default_args
+from include.sfsync.airflow_glue import default_args
 
 
 @task(pool="salesforce_push")
 def sync_people() -> dict:
     """Push the requested people (and their memberships) and read them back."""
-    from include.sfsync.pipeline import fail_fast, run_key_of, sync_now
+    from include.sfsync.airflow_glue import fail_fast, run_key_of
+    from include.sfsync.pipeline import sync_now
 
     context = get_current_context()
     params = context["params"]

@@ -84,9 +84,10 @@ def mb(n: float) -> str:
 def worker_copy(result_path: Path, backend: str, profile: bool) -> None:
     import sqlalchemy as sa
 
-    from include.sfsync import initial, pipeline
-    from include.sfsync.catalog import object_types
+    from include.sfsync import pipeline
     from include.sfsync.config import load_config
+    from include.sfsync.context import open_context
+    from include.sfsync.objects import object_names
 
     config = load_config(overrides={"bulk_poll_seconds": 0})
     profiler = None
@@ -97,15 +98,14 @@ def worker_copy(result_path: Path, backend: str, profile: bool) -> None:
     started = time.perf_counter()
     if profiler:
         profiler.enable()
-    objects = initial.prepare_copy(RUN_KEY, [o.sf_object for o in object_types(config)],
-                                   config=config)
-    ctx = pipeline.open_context(config)
+    objects = pipeline.prepare_copy(RUN_KEY, object_names(config.custom_objects), config=config)
+    ctx = open_context(config)
     per_object = {}
     for name in objects:
         t0 = time.perf_counter()
-        initial.copy_window(ctx, RUN_KEY, name, None, None)
+        pipeline.copy_object(RUN_KEY, name, None, None, ctx)
         per_object[name] = round(time.perf_counter() - t0, 2)
-    summary = initial.finish_copy(ctx, RUN_KEY, objects)
+    summary = pipeline.finish_copy(RUN_KEY, objects, ctx)
     if profiler:
         profiler.disable()
     seconds = time.perf_counter() - started

@@ -145,7 +145,7 @@ def verify_updates(targets: list[tuple[int, str, str]]) -> int:
 
 def bench_backend(backend: str, tmp: Path, args) -> dict:
     from include.sfsync.config import load_config
-    from include.sfsync.mdb import engine_for
+    from include.sfsync.store.engine import engine_for
 
     scope = None
     if backend == "sqlite":

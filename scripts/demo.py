@@ -91,10 +91,11 @@ def main() -> int:
 def run_sync_demo(info: dict) -> None:
     import requests
 
-    from include.sfsync import initial, pipeline
-    from include.sfsync.catalog import object_types
+    from include.sfsync import pipeline
+    from include.sfsync.admin import counts_table
     from include.sfsync.config import load_config
-    from include.sfsync.report import counts_table
+    from include.sfsync.context import open_context
+    from include.sfsync.objects import object_names
 
     def control(path: str, body: dict) -> dict:
         resp = requests.post(info["control_url"] + path, json=body, timeout=120)
@@ -108,12 +109,12 @@ def run_sync_demo(info: dict) -> None:
     os.environ["AIRFLOW_CONN_MARKETING_DB"] = json.dumps({"conn_type": "sqlite",
                                                           "host": str(database)})
     config = load_config(overrides={"bulk_poll_seconds": 0})
-    objects = [o.sf_object for o in object_types(config)]
-    objects = initial.prepare_copy("demo:initial", objects, config=config)
-    ctx = pipeline.open_context(config)
+    objects = pipeline.prepare_copy("demo:initial", object_names(config.custom_objects),
+                                    config=config)
+    ctx = open_context(config)
     for name in objects:
-        initial.copy_window(ctx, "demo:initial", name, None, None)
-    summary = initial.finish_copy(ctx, "demo:initial", objects)
+        pipeline.copy_object("demo:initial", name, None, None, ctx)
+    summary = pipeline.finish_copy("demo:initial", objects, ctx)
     print(counts_table(summary["counts"], title="Initial copy into " + str(database.relative_to(ROOT)),
                        api_calls=summary["api_calls"]))
     activity = [{"creates": 12, "updates": 25, "deletes": 4, "conversions": 2, "rng_seed": 1},

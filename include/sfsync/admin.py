@@ -4,6 +4,8 @@
     python -m include.sfsync.admin outbox [--all]
     python -m include.sfsync.admin release (--table person --row-id 42 | --quarantined)
     python -m include.sfsync.admin repoint-org --org-id 00D... --yes
+    python -m include.sfsync.admin config
+    python -m include.sfsync.admin mapping
 
 ``status`` prints the sync status (Last synced / Sync in progress / Failed), the latest run's
 counts, the push backlog and the org the database is locked to. ``outbox`` lists the local
@@ -11,27 +13,56 @@ changes Salesforce rejected (failed, quarantined) with the reason; ``--all`` add
 ones. ``release`` makes failed or quarantined changes pending again, for the next cycle.
 ``repoint-org`` deliberately attaches the database to another Salesforce org (for example after
 a sandbox refresh): it replaces the org lock and drops every cursor, so the next cycles copy
-the new org's data from scratch.
-Connections come from Airflow (``marketing_db``), as for the DAGs.
+the new org's data from scratch. ``config`` prints the effective configuration; ``mapping``
+(with a reachable org) prints every field mapping the sync would use, ready to paste under
+``mappings:``.
+Connections come from Airflow (``marketing_db``, ``salesforce_default``), as for the DAGs.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
 
 import sqlalchemy as sa
+import yaml
+from tabulate import SEPARATING_LINE, tabulate
 
-from include.sfsync.capture import PENDING, QUARANTINED, outbox_t
+from include.sfsync.catalog import build_catalog
 from include.sfsync.config import load_config
-from include.sfsync.ids import looks_like_org_id
-from include.sfsync.mdb import engine_for, reader
-from include.sfsync.pipeline import _books, repoint_org
-from include.sfsync.report import counts_table
+from include.sfsync.context import new_client
+from include.sfsync.objects import object_names
+from include.sfsync.store.engine import engine_for, reader
+from include.sfsync.store.ledger import COUNT_KEYS, repoint_org
+from include.sfsync.store.outbox import PENDING, outbox_t, retry_rows
+from include.sfsync.store.tables import ensure_bookkeeping
+
+_ORG_ID = re.compile(r"00D[a-zA-Z0-9]{12}(?:[a-zA-Z0-9]{3})?")
+
+
+def looks_like_org_id(value: str) -> bool:
+    """15 case-sensitive characters starting ``00D``, plus 3 checksum characters or not."""
+    return bool(_ORG_ID.fullmatch(value or ""))
+
+
+def counts_table(counts: dict[str, dict[str, int]], *, title: str | None = None,
+                 api_calls: int | None = None) -> str:
+    """Object | New | Updated | Deleted | Skipped | Failed, with a total row."""
+    rows = [[name] + [f"{c.get(k, 0):,}" for k in COUNT_KEYS] for name, c in counts.items()]
+    totals = ["Total"] + [f"{sum(c.get(k, 0) for c in counts.values()):,}" for k in COUNT_KEYS]
+    table = tabulate([*rows, SEPARATING_LINE, totals],
+                     headers=["Object"] + [k.capitalize() for k in COUNT_KEYS],
+                     colalign=("left",) + ("right",) * len(COUNT_KEYS), disable_numparse=True)
+    out = ([title] if title else []) + [table]
+    if api_calls is not None:
+        out.append(f"Salesforce API calls: {api_calls:,}")
+    return "\n".join(out)
 
 
 def status(engine) -> str:
-    books = _books(engine)
+    books = ensure_bookkeeping(engine)
     run_t, count_t, lock_t = books["run"], books["count"], books["org_lock"]
     with reader(engine).connect() as conn:
         lock = conn.execute(sa.select(lock_t)).first()
@@ -40,12 +71,11 @@ def status(engine) -> str:
                             .order_by(run_t.c.ended_at.desc()).limit(1)).first()
         counts = {} if last is None else {
             r.sf_object + ("" if r.operation == "pull" else f" ({r.operation})"):
-                {k: getattr(r, k) for k in ("new", "updated", "deleted", "skipped", "failed")}
+                {k: getattr(r, k) for k in COUNT_KEYS}
             for r in conn.execute(sa.select(count_t).where(count_t.c.run_key == last.run_key))}
         backlog = conn.execute(sa.select(outbox_t.c.table_name, outbox_t.c.status,
                                          sa.func.count()).group_by(
-            outbox_t.c.table_name, outbox_t.c.status)).all() \
-            if sa.inspect(conn).has_table(outbox_t.name) else []
+            outbox_t.c.table_name, outbox_t.c.status)).all()
     lines = [f"Org: {lock.org_id} ({lock.instance_url})" if lock else "Org: not locked yet"]
     if last is None:
         lines.append("Status: never synced")
@@ -69,8 +99,9 @@ def outbox(engine, *, everything: bool = False) -> str:
     query = sa.select(outbox_t).order_by(outbox_t.c.table_name, outbox_t.c.row_id)
     if not everything:
         query = query.where(outbox_t.c.status != PENDING)
+    ensure_bookkeeping(engine)
     with reader(engine).connect() as conn:
-        rows = conn.execute(query).all() if sa.inspect(conn).has_table(outbox_t.name) else []
+        rows = conn.execute(query).all()
     if not rows:
         return "Nothing " + ("waiting" if everything else "rejected") + " in the outbox."
     return "\n".join(f"{r.table_name} {r.row_id}: {r.status} (attempts {r.attempts}) "
@@ -79,13 +110,18 @@ def outbox(engine, *, everything: bool = False) -> str:
 
 def release(engine, *, table: str | None = None, row_id: int | None = None) -> int:
     """Failed or quarantined changes (of one row, or all quarantined) become pending again."""
-    where = [outbox_t.c.status != PENDING]
-    if table is not None:
-        where += [outbox_t.c.table_name == table, outbox_t.c.row_id == row_id]
-    else:
-        where.append(outbox_t.c.status == QUARANTINED)
     with engine.begin() as conn:
-        return conn.execute(outbox_t.update().where(*where).values(status=PENDING)).rowcount
+        if table is not None:
+            return retry_rows(conn, table, [row_id])
+        return retry_rows(conn, None, quarantined_only=True)
+
+
+def mapping() -> str:
+    """Every field mapping the sync would use, as YAML for ``mappings:`` (asks Salesforce)."""
+    config = load_config()
+    client = new_client(config)
+    catalog = build_catalog(client.describe_all(object_names(config.custom_objects)), config)
+    return yaml.safe_dump({"mappings": catalog.mapping_overrides_template()}, sort_keys=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,7 +138,15 @@ def main(argv: list[str] | None = None) -> int:
     repoint = sub.add_parser("repoint-org", help="attach the database to another org")
     repoint.add_argument("--org-id", required=True, help="the new org's 15- or 18-char id")
     repoint.add_argument("--yes", action="store_true", help="confirm: cursors are dropped")
+    sub.add_parser("config", help="the effective configuration, as JSON")
+    sub.add_parser("mapping", help="every field mapping, as YAML for mappings: (asks Salesforce)")
     args = parser.parse_args(argv)
+    if args.command == "config":
+        print(json.dumps(load_config().model_dump(), indent=2))
+        return 0
+    if args.command == "mapping":
+        print(mapping())
+        return 0
     engine = engine_for(load_config().marketing_conn_id)
     if args.command == "status":
         print(status(engine))

@@ -8,40 +8,11 @@ contacts both land in ``person``; fields that mean the same thing share one colu
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from include.sfsync.config import SyncConfig, SyncFilter
-
-
-@dataclass(frozen=True)
-class ObjectType:
-    sf_object: str
-    table: str
-    group: str  # task group, in dependency order (GROUP_ORDER)
-    two_way: bool = False
-    custom: bool = False
-
-    @property
-    def direction(self) -> str:
-        return "two-way" if self.two_way else "salesforce-to-marketing"
-
-
-STANDARD_OBJECTS = (
-    ObjectType("User", "sales_user", "users"),
-    ObjectType("Account", "company", "accounts"),
-    ObjectType("Lead", "person", "people", two_way=True),
-    ObjectType("Contact", "person", "people", two_way=True),
-    ObjectType("Campaign", "campaign", "campaigns", two_way=True),
-    ObjectType("CampaignMember", "campaign_member", "campaign_members", two_way=True),
-    ObjectType("Opportunity", "opportunity", "opportunities"),
-    ObjectType("OpportunityContactRole", "opportunity_contact_role", "contact_roles"),
-    ObjectType("Task", "activity", "activities"),
-    ObjectType("Event", "activity", "activities"),
-)
-GROUP_ORDER = ("users", "accounts", "people", "campaigns", "campaign_members", "opportunities",
-               "contact_roles", "activities", "custom_objects")
-PEOPLE = ("Lead", "Contact")
+from include.sfsync.errors import ConfigError
+from include.sfsync.objects import GROUP_ORDER, PEOPLE, ObjectType, object_types, snake
 
 # Contact fields that mean the same as a Lead field share the lead's column.
 PERSON_SHARED = {"MailingStreet": "street", "MailingCity": "city", "MailingState": "state",
@@ -62,21 +33,11 @@ PROCESSING_FIELDS = {
 }
 
 
-def snake(name: str) -> str:
-    base = name[:-3] if name.endswith("__c") else name
-    base = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", base)
-    return re.sub(r"_+", "_", base).lower().strip("_")
-
-
 def reference_column(name: str) -> str:
     base = name[:-3] if name.endswith("__c") else name
     if base.endswith("Id") and len(base) > 2:
         base = base[:-2]
     return f"sfdc_{snake(base)}_id"
-
-
-def custom_object_type(name: str) -> ObjectType:
-    return ObjectType(name, snake(name), "custom_objects", custom=True)
 
 
 @dataclass
@@ -170,10 +131,6 @@ class Catalog:
                 for o in self.ordered() for f in o.fields if f.column or not f.synced}
 
 
-def object_types(config: SyncConfig) -> list[ObjectType]:
-    return list(STANDARD_OBJECTS) + [custom_object_type(n) for n in config.custom_objects]
-
-
 def default_column(obj: ObjectType, field_name: str, sf_type: str) -> str:
     if obj.sf_object in PEOPLE:
         if field_name == "Id":
@@ -200,12 +157,10 @@ def default_column(obj: ObjectType, field_name: str, sf_type: str) -> str:
 
 def build_catalog(describes: dict[str, dict], config: SyncConfig) -> Catalog:
     """Map every visible field of every enabled object (``describes``: name -> describe)."""
-    from include.sfsync.config import ConfigError
-
     objects: dict[str, ObjectCatalog] = {}
     tables: dict[str, dict[str, Column]] = {}
     known_keys = set()
-    for obj in object_types(config):
+    for obj in object_types(config.custom_objects):
         describe = describes.get(obj.sf_object)
         if describe is None:
             raise ConfigError(f"{obj.sf_object}: the sync user cannot see this object (enable it "

@@ -1,8 +1,8 @@
 """sfsync's configuration: one YAML file users edit, validated with errors that name the key.
 
 The file is ``config/sfsync.yaml`` (or the path in ``SFSYNC_CONFIG``); every key is optional and
-falls back to the defaults below. ``python -m include.sfsync.config`` prints the effective
-configuration; ``python -m include.sfsync.config --mapping`` (with a reachable org) prints every
+falls back to the defaults below. ``python -m include.sfsync.admin config`` prints the effective
+configuration; ``python -m include.sfsync.admin mapping`` (with a reachable org) prints every
 field mapping the sync would use, ready to paste under ``mappings:``.
 """
 
@@ -15,12 +15,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from include.sfsync.errors import ConfigError
+from include.sfsync.objects import DEFAULT_CUSTOM_OBJECTS
+from include.sfsync.standardize import value_map_problem
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PATH = PROJECT_ROOT / "config" / "sfsync.yaml"
-
-
-class ConfigError(ValueError):
-    """The configuration is invalid; the message names the file and the culprit key."""
 
 
 class _Strict(BaseModel):
@@ -117,8 +117,6 @@ class PushSettings(_Strict):
     @field_validator("value_maps")
     @classmethod
     def _value_maps(cls, value: dict[str, str | dict[str, str]]) -> dict[str, str | dict[str, str]]:
-        from include.sfsync.standardize import value_map_problem  # lazy: it imports this module
-
         for key, spec in value.items():
             problem = value_map_problem(key, spec)
             if problem:
@@ -130,7 +128,7 @@ class SyncConfig(_Strict):
     salesforce_conn_id: str = "salesforce_default"
     marketing_conn_id: str = "marketing_db"
     # Custom objects to sync (one table each), as API names.
-    custom_objects: list[str] = ["Webinar_Attendance__c", "Subscription__c"]
+    custom_objects: list[str] = list(DEFAULT_CUSTOM_OBJECTS)
     # Re-read changes this far behind the cursor: late-committing transactions and ties.
     overlap_seconds: int = Field(300, ge=60, le=86_400)
     # Above this many records an extract uses Bulk API 2.0 instead of REST pages.
@@ -212,19 +210,3 @@ def load_config(path: Path | str | None = None, overrides: dict[str, Any] | None
             problems.append(f"{where}: {message}")
         raise ConfigError(f"{path}: " + "; ".join(problems)) from None
 
-
-if __name__ == "__main__":  # pragma: no cover - a command for users
-    import json
-    import sys
-
-    cfg = load_config()
-    if "--mapping" in sys.argv:
-        from include.sfsync.catalog import build_catalog, object_types
-        from include.sfsync.salesforce import SalesforceClient
-
-        client = SalesforceClient.from_connection(cfg.salesforce_conn_id)
-        catalog = build_catalog(client.describe_all([o.sf_object for o in object_types(cfg)]),
-                                cfg)
-        print(yaml.safe_dump({"mappings": catalog.mapping_overrides_template()}, sort_keys=True))
-    else:
-        print(json.dumps(cfg.model_dump(), indent=2))

@@ -18,13 +18,17 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
+from more_itertools import chunked
 
-from include.sfsync import load as L
-from include.sfsync.extract import changes_soql, count_soql
-from include.sfsync.filters import filter_records
-from include.sfsync.mdb import reader, utcnow
-from include.sfsync.pipeline import SyncContext, add_api_calls
-from include.sfsync.salesforce import parse_sf_datetime, soql_datetime
+from include.sfsync.context import SyncContext
+from include.sfsync.pull.extract import changes_soql, count_soql
+from include.sfsync.pull.filters import filter_records
+from include.sfsync.pull.load import Counts, Loader
+from include.sfsync.salesforce import reads, soql
+from include.sfsync.salesforce.soql import soql_datetime
+from include.sfsync.store.engine import reader, utcnow
+from include.sfsync.store.ledger import COUNT_KEYS, add_api_calls, record_counts
+from include.sfsync.values import parse_sf_datetime
 
 log = logging.getLogger(__name__)
 CHUNK = 2000
@@ -33,7 +37,8 @@ FOREVER = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 class Progress:
-    """Logs "done of total, rate, ETA" at most every ``every`` seconds."""
+    """Logs "done of total, rate, ETA" at most every ``every`` seconds (to the task log, where
+    Airflow users read it: a progress-bar library would draw for a terminal)."""
 
     def __init__(self, label: str, total: int, every: float = 10.0):
         self.label, self.total, self.every = label, total, every
@@ -79,7 +84,7 @@ def copy_window(ctx: SyncContext, run_key: str, sf_object: str,
             row = conn.execute(sa.select(count_t).where(
                 count_t.c.run_key == run_key, count_t.c.sf_object == sf_object,
                 count_t.c.operation == "copy")).first()
-        return {k: getattr(row, k) for k in L.COUNT_KEYS} if row else {"copied": window.copied}
+        return {k: getattr(row, k) for k in COUNT_KEYS} if row else {"copied": window.copied}
     client = ctx.salesforce()
     calls_before = client.api_calls
     obj = ctx.catalog.object(sf_object)
@@ -88,21 +93,23 @@ def copy_window(ctx: SyncContext, run_key: str, sf_object: str,
     # and events older than a year). User has no IsDeleted.
     bounds = {"created_from": created_from, "created_to": created_to, "resume": resume,
               "live_only": "IsDeleted" in obj.describe_fields}
-    soql = changes_soql(obj, None, **bounds)
-    total = client.sf.query(count_soql(sf_object, **bounds), include_deleted=True)["totalSize"]
+    query = changes_soql(obj, None, **bounds)
+    total = reads.count(client, count_soql(sf_object, **bounds), include_deleted=True)
     label = f"{sf_object} created {_day(start)}..{_day(end)}"
     progress = Progress(label, total)
     log.info("%s: copying %s records with %s", label, f"{total:,}",
              "Bulk API 2.0" if total > ctx.config.bulk_threshold else "REST")
-    counts = L.Counts()
+    counts = Counts()
     copied = window.copied
-    for chunk in _chunks(_records(ctx, obj, soql, total), CHUNK):
+    records = reads.records(client, sf_object, query, total=total,
+                            bulk_threshold=ctx.config.bulk_threshold, include_deleted=True,
+                            describe_fields=obj.describe_fields)
+    for chunk in chunked(records, CHUNK):
         kept, skipped = filter_records(obj, chunk)
         counts.add("skipped", len(skipped))
         last = chunk[-1]
         with ctx.engine.begin() as conn:
-            L.Loader(conn, L.loader_tables(ctx.tables, ctx.books), ctx.catalog, obj, counts,
-                     run_key=run_key).load(kept)
+            Loader(conn, ctx.tables, ctx.catalog, obj, counts, run_key=run_key).load(kept)
             copied += len(chunk)
             conn.execute(window_t.update().where(*key).values(
                 resume_created=parse_sf_datetime(last["CreatedDate"]), resume_id=last["Id"],
@@ -115,42 +122,13 @@ def copy_window(ctx: SyncContext, run_key: str, sf_object: str,
     with ctx.engine.begin() as conn:
         conn.execute(window_t.update().where(*key).values(status="done", finished_at=utcnow()))
         _record(conn, count_t, run_key, sf_object, counts, client.api_calls - calls_before)
-    add_api_calls(ctx.engine, ctx.books, run_key, client.api_calls - calls_before)
+    add_api_calls(ctx.engine, run_key, client.api_calls - calls_before)
     log.info("%s: done. %s", label, progress.line())
     return counts.as_dict()
 
 
-def _record(conn, count_t, run_key: str, sf_object: str, counts: L.Counts, calls: int) -> None:
-    L.record_counts(conn, count_t, run_key, sf_object, "copy", counts.as_dict(), calls)
-
-
-def _records(ctx: SyncContext, obj, soql: str, total: int):
-    client = ctx.salesforce()
-    if total > ctx.config.bulk_threshold:
-        yield from client.bulk_query(obj.sf_object, soql, include_deleted=True,
-                                     describe_fields=obj.describe_fields)
-        return
-    if not total:
-        return
-    body = client.sf.query(soql, include_deleted=True)
-    while True:
-        for rec in body["records"]:
-            rec.pop("attributes", None)
-            yield rec
-        if body.get("done", True):
-            return
-        body = client.query_more(body["nextRecordsUrl"])
-
-
-def _chunks(items, size: int):
-    chunk = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+def _record(conn, count_t, run_key: str, sf_object: str, counts: Counts, calls: int) -> None:
+    record_counts(conn, run_key, sf_object, "copy", counts.as_dict(), calls)
 
 
 def _day(value: datetime) -> str:
@@ -179,11 +157,11 @@ def close_coverage(ctx: SyncContext, sf_object: str) -> bool:
     started = min(w.started_at for w in windows)
     oldest = EPOCH
     if windows[0].window_start > EPOCH:
-        live = " WHERE IsDeleted = false" if "IsDeleted" in ctx.catalog.object(
-            sf_object).describe_fields else ""
+        live = [soql.where("IsDeleted", "=", False)] if "IsDeleted" in ctx.catalog.object(
+            sf_object).describe_fields else []
         first = ctx.salesforce().sf.query(  # queryAll: archived activities count too
-            f"SELECT CreatedDate FROM {sf_object}{live} ORDER BY CreatedDate ASC LIMIT 1",
-            include_deleted=True)["records"]
+            soql.select(sf_object, ["CreatedDate"], conditions=live,
+                        order_by=["CreatedDate ASC"], limit=1), include_deleted=True)["records"]
         if first:
             oldest = parse_sf_datetime(first[0]["CreatedDate"])
     reach = oldest
@@ -204,44 +182,3 @@ def close_coverage(ctx: SyncContext, sf_object: str) -> bool:
     log.info("%s: initial copy complete; incremental cycles continue from %s", sf_object,
              soql_datetime(cursor))
     return True
-
-
-def prepare_copy(run_key: str, objects: list[str], *, dag_id: str = "salesforce_initial_sync",
-                 config=None, engine=None, client=None) -> list[str]:
-    """Org lock and schema for a copy run; returns the objects to copy, in dependency order."""
-    from include.sfsync.catalog import object_types
-    from include.sfsync.config import ConfigError, load_config
-    from include.sfsync.mdb import engine_for
-    from include.sfsync.pipeline import _books, start_run, sync_schema
-    from include.sfsync.salesforce import SalesforceClient
-
-    config = config or load_config()
-    known = [o.sf_object for o in object_types(config)]
-    unknown = sorted(set(objects) - set(known))
-    if unknown:
-        raise ConfigError(f"objects: {unknown} are not synced objects; choose from {known}")
-    engine = engine or engine_for(config.marketing_conn_id)
-    books = _books(engine)
-    start_run(engine, books, run_key, dag_id, "initial")
-    client = client or SalesforceClient.from_connection(
-        config.salesforce_conn_id, bulk_poll_seconds=config.bulk_poll_seconds)
-    before = client.api_calls
-    sync_schema(engine, books, client, config)
-    add_api_calls(engine, books, run_key, client.api_calls - before)
-    return [name for name in known if name in objects]
-
-
-def finish_copy(ctx: SyncContext, run_key: str, objects: list[str]) -> dict:
-    """Link people that arrived after their rows, start cursors where history is complete."""
-    from include.sfsync.pipeline import finish, link_people
-
-    link_people(ctx)
-    complete = {name: close_coverage(ctx, name) for name in objects}
-    summary = finish(run_key, ctx)
-    summary["cursor_started"] = complete
-    with reader(ctx.engine).connect() as conn:
-        count_t = ctx.books["count"]
-        summary["counts"] = {r.sf_object: {k: getattr(r, k) for k in L.COUNT_KEYS}
-                             for r in conn.execute(sa.select(count_t).where(
-                                 count_t.c.run_key == run_key, count_t.c.operation == "copy"))}
-    return summary

@@ -16,10 +16,13 @@ import logging
 from datetime import timedelta
 
 import sqlalchemy as sa
+from more_itertools import chunked
 
-from include.sfsync.mdb import fresh_stamp, reader, utcnow
-from include.sfsync.pipeline import SyncContext, add_api_calls
-from include.sfsync.salesforce import parse_value
+from include.sfsync.context import SyncContext
+from include.sfsync.salesforce import reads, soql
+from include.sfsync.store.engine import reader, utcnow
+from include.sfsync.store.ledger import add_api_calls, stamp_watermark
+from include.sfsync.values import parse_value
 
 log = logging.getLogger(__name__)
 PEOPLE_KEYS = {"Lead": "sfdc_lead_id", "Contact": "sfdc_contact_id"}
@@ -32,21 +35,11 @@ def _key_column(sf_object: str) -> str:
 def _read_all(ctx: SyncContext, sf_object: str, fields: list[str]):
     """Every live record's ``fields`` (REST pages, or Bulk above the threshold)."""
     client = ctx.salesforce()
-    obj = ctx.catalog.object(sf_object)
-    soql = f"SELECT {', '.join(['Id', *fields])} FROM {sf_object} ORDER BY Id"
-    total = client.sf.query(f"SELECT COUNT() FROM {sf_object}")["totalSize"]
-    if total > ctx.config.bulk_threshold:
-        yield from client.bulk_query(sf_object, soql, include_deleted=False,
-                                     describe_fields=obj.describe_fields)
-        return
-    if not total:
-        return
-    body = client.sf.query(soql)
-    while True:
-        yield from body["records"]
-        if body.get("done", True):
-            return
-        body = client.query_more(body["nextRecordsUrl"])
+    return reads.records(client, sf_object, soql.select(sf_object, ["Id", *fields],
+                                                        order_by=["Id"]),
+                         total=reads.count(client, soql.count(sf_object)),
+                         bulk_threshold=ctx.config.bulk_threshold, include_deleted=False,
+                         describe_fields=ctx.catalog.object(sf_object).describe_fields)
 
 
 def refresh_columns(ctx: SyncContext, sf_object: str, fields: list[str]) -> int:
@@ -58,26 +51,14 @@ def refresh_columns(ctx: SyncContext, sf_object: str, fields: list[str]) -> int:
     table = ctx.tables[obj.type.table]
     key = table.c[_key_column(sf_object)]
     changed = 0
-    batch: list[dict] = []
-
-    def flush():
-        nonlocal changed
-        if not batch:
-            return
+    for batch in chunked(_read_all(ctx, sf_object, [m.sf_field for m in maps]), 2000):
         with ctx.engine.begin() as conn:
             for rec in batch:
                 values = {m.column: parse_value(m.sf_type, rec.get(m.sf_field)) for m in maps}
                 differs = sa.or_(*[table.c[c].is_distinct_from(v) for c, v in values.items()])
                 result = conn.execute(table.update().where(key == rec["Id"], differs)
-                                      .values(**values, sfsync_updated_at=fresh_stamp()))
+                                      .values(**values))
                 changed += result.rowcount
-        batch.clear()
-
-    for rec in _read_all(ctx, sf_object, [m.sf_field for m in maps]):
-        batch.append(rec)
-        if len(batch) == 2000:
-            flush()
-    flush()
     return changed
 
 
@@ -119,7 +100,7 @@ def refresh_formulas(ctx: SyncContext, *, force: bool = False) -> dict[str, int]
         if not force and last is not None and utcnow() - last < every:
             continue
         done[sf_object] = refresh_columns(ctx, sf_object, fields)
-        _stamp(ctx, sf_object, formula_refreshed_at=utcnow())
+        stamp_watermark(ctx.engine, sf_object, formula_refreshed_at=utcnow())
     return done
 
 
@@ -135,7 +116,7 @@ def reconcile(ctx: SyncContext, *, force: bool = False) -> dict[str, int]:
         if mark is None or mark.cursor_modstamp is None:
             continue  # not copied yet
         if mark.reconciled_at is None:  # start counting from the first copy
-            _stamp(ctx, obj.sf_object, reconciled_at=utcnow())
+            stamp_watermark(ctx.engine, obj.sf_object, reconciled_at=utcnow())
             if not force:
                 continue
         elif not force and utcnow() - mark.reconciled_at < every:
@@ -149,21 +130,14 @@ def reconcile(ctx: SyncContext, *, force: bool = False) -> dict[str, int]:
         with ctx.engine.begin() as conn:
             stored = [r[0] for r in conn.execute(sa.select(key).where(*where))]
             gone = [i for i in stored if i not in alive]
-            for i in range(0, len(gone), 500):
-                conn.execute(table.update().where(key.in_(gone[i:i + 500])).values(
-                    sfdc_is_deleted=True, sfsync_updated_at=fresh_stamp()))
-        _stamp(ctx, obj.sf_object, reconciled_at=utcnow())
+            for part in chunked(gone, 500):
+                conn.execute(table.update().where(key.in_(part)).values(sfdc_is_deleted=True))
+        stamp_watermark(ctx.engine, obj.sf_object, reconciled_at=utcnow())
         flagged[obj.sf_object] = len(gone)
         if gone:
             log.info("%s: %d rows whose record no longer exists in Salesforce flagged deleted",
                      obj.sf_object, len(gone))
     return flagged
-
-
-def _stamp(ctx: SyncContext, sf_object: str, **values) -> None:
-    mark_t = ctx.books["watermark"]
-    with ctx.engine.begin() as conn:
-        conn.execute(mark_t.update().where(mark_t.c.sf_object == sf_object).values(**values))
 
 
 def maintain(run_key: str, ctx: SyncContext) -> dict:
@@ -172,6 +146,6 @@ def maintain(run_key: str, ctx: SyncContext) -> dict:
     result = {"recopied": recopy_new_fields(ctx), "formulas": refresh_formulas(ctx),
               "reconciled": reconcile(ctx)}
     calls = (ctx.client.api_calls if ctx.client else 0) - client_calls
-    add_api_calls(ctx.engine, ctx.books, run_key, calls)
+    add_api_calls(ctx.engine, run_key, calls)
     result["api_calls"] = calls
     return result

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from tabulate import SEPARATING_LINE, tabulate
+
+from include.sfsync.objects import DEFAULT_CUSTOM_OBJECTS
+
 # The objects the sync cares about, in display order.
 SUMMARY_OBJECTS: tuple[str, ...] = (
     "Lead", "Contact", "Account", "User", "Opportunity", "OpportunityContactRole", "Campaign",
-    "CampaignMember", "Task", "Event", "Webinar_Attendance__c", "Subscription__c",
+    "CampaignMember", "Task", "Event", *DEFAULT_CUSTOM_OBJECTS,
 )
 
 # errorCodes meaning "the sync user cannot see this object" rather than "something is broken".
@@ -36,11 +40,13 @@ def summarize(conn_id: str = "salesforce_default",
     from airflow.providers.salesforce.hooks.salesforce import SalesforceHook
     from simple_salesforce.exceptions import SalesforceError
 
+    from include.sfsync.salesforce.soql import count as count_soql
+
     sf = SalesforceHook(salesforce_conn_id=conn_id).conn
     counts: dict[str, int | None] = {}
     for name in objects:
         try:
-            counts[name] = int(sf.query(f"SELECT COUNT() FROM {name}")["totalSize"])
+            counts[name] = int(sf.query(count_soql(name))["totalSize"])
         except SalesforceError as exc:
             if _error_code(exc) not in _NOT_VISIBLE_CODES:
                 raise
@@ -61,15 +67,12 @@ def summarize(conn_id: str = "salesforce_default",
 def format_summary(summary: dict[str, Any]) -> str:
     """A plain-text table of :func:`summarize`'s result."""
     objects: dict[str, int | None] = summary.get("objects", {})
-    rows = [(name, "not visible" if count is None else f"{count:,}") for name, count in objects.items()]
+    rows = [[name, "not visible" if count is None else f"{count:,}"]
+            for name, count in objects.items()]
     total = sum(count for count in objects.values() if count is not None)
-    rows.append(("Total", f"{total:,}"))
-    width_name = max([len("Object")] + [len(name) for name, _ in rows])
-    width_count = max([len("Records")] + [len(count) for _, count in rows])
-    rule = f"{'-' * width_name}  {'-' * width_count}"
-    lines = [f"{'Object':<{width_name}}  {'Records':>{width_count}}", rule]
-    lines += [f"{name:<{width_name}}  {count:>{width_count}}" for name, count in rows[:-1]]
-    lines += [rule, f"{rows[-1][0]:<{width_name}}  {rows[-1][1]:>{width_count}}"]
+    lines = [tabulate([*rows, SEPARATING_LINE, ["Total", f"{total:,}"]],
+                      headers=["Object", "Records"], colalign=("left", "right"),
+                      disable_numparse=True)]
 
     usage = summary.get("api_usage") or {}
     used, maximum = usage.get("used"), usage.get("max")

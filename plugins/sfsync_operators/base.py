@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from airflow.sdk import BaseOperator
 
-RUN_KEY = "{{ dag.dag_id }}:{{ run_id }}"  # pipeline.run_key_of, as a template
+RUN_KEY = "{{ dag.dag_id }}:{{ run_id }}"  # airflow_glue.run_key_of, as a template
 
 
 class SyncRunOperator(BaseOperator):

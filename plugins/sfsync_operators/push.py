@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import Context
 
+from include.sfsync.steps import CREATE_PEOPLE, UPDATE_STEPS
 from sfsync_operators.base import SyncRunOperator
 
 
@@ -18,7 +19,7 @@ class SalesforcePushOperator(SyncRunOperator):
     :param step: what to push (see above).
     """
 
-    STEPS = ("people", "campaigns", "campaign_members", "activities")
+    STEPS = UPDATE_STEPS
     ui_color = "#e8f4ea"
 
     def __init__(self, *, step: str, **kwargs):
@@ -48,6 +49,6 @@ class DedupeOnWriteOperator(SyncRunOperator):
     def execute(self, context: Context) -> dict:
         from include.sfsync.pipeline import push
 
-        result = push(self.run_key, "create_people")
+        result = push(self.run_key, CREATE_PEOPLE)
         self.log.info("dedupe on write: %s", result)
         return result

@@ -67,8 +67,8 @@ def _leads(info: dict, session: requests.Session) -> list[dict]:
 def test_sync_now_reaches_salesforce_within_ten_seconds(tmp_path, emulator, airflow_metadata_url,
                                                         monkeypatch):
     from include.sfsync.config import load_config
-    from include.sfsync.mdb import create_engine
     from include.sfsync.pipeline import run_cycle
+    from include.sfsync.store.engine import create_engine
 
     started = time.monotonic()
     info = emulator

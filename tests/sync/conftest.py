@@ -69,7 +69,7 @@ class MarketingDB:
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def marketing_db(request, tmp_path, monkeypatch):
     """The Airflow connection ``marketing_db`` on a fresh SQLite file or PostgreSQL database."""
-    from include.sfsync.mdb import engine_for
+    from include.sfsync.store.engine import engine_for
 
     if request.param == "sqlite":
         conn = {"conn_type": "sqlite", "host": str(tmp_path / "mk.db")}

@@ -1,4 +1,4 @@
-"""Marketing activities logged to Salesforce as Tasks (``include/sfsync/activity_push.py``)
+"""Marketing activities logged to Salesforce as Tasks (``include/sfsync/push/activities.py``)
 against the emulator, on SQLite and PostgreSQL: activities are inserted with plain SQL, as a
 marketing tool would, and the Tasks are checked in the org's own truth (``/export``)."""
 
@@ -7,8 +7,10 @@ from __future__ import annotations
 import pytest
 
 from include.sfsync import pipeline as P
-from include.sfsync.activity_push import ensure_activity_table, push_activities
 from include.sfsync.config import load_config
+from include.sfsync.context import open_context
+from include.sfsync.push.activities import push_activities
+from include.sfsync.store.schema import ensure_activity_table
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +51,7 @@ class Activities:
                 f"{'NULL' if detail is None else repr(detail)}) RETURNING id").scalar()
 
     def push(self, run_key: str = "push", **activities) -> dict:
-        self.ctx = P.open_context(self.config(**activities), engine=self.mdb.engine)
+        self.ctx = open_context(self.config(**activities), engine=self.mdb.engine)
         return push_activities(run_key, self.ctx)
 
     def row(self, activity_id: int) -> dict:
@@ -239,7 +241,7 @@ def test_request_limit_stops_the_cycle_without_losing_rows(act):
 
 
 def test_paging_keeps_ties_and_stored_formats(act, monkeypatch):
-    from include.sfsync import activity_push
+    from include.sfsync.push import activities as activity_push
 
     monkeypatch.setattr(activity_push, "PAGE", 2)
     people = (act.lead, act.other_lead, act.converted)

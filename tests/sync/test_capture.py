@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from include.sfsync import capture
-from include.sfsync.mdb import UtcDateTime, utcnow
+from include.sfsync.store import capture, outbox
+from include.sfsync.store.engine import UtcDateTime, utcnow
 
 
 def _tables(engine) -> dict[str, sa.Table]:
@@ -55,7 +55,7 @@ class Change:
 
 def pending_changes(engine, table_name: str) -> list[Change]:
     """Unfolded changes of one table, oldest first."""
-    t = capture.change_t
+    t = outbox.change_t
     query = sa.select(t).where(t.c.table_name == table_name,
                                t.c.processed_at.is_(None)).order_by(t.c.id)
     with engine.connect() as conn:
@@ -136,12 +136,12 @@ def test_the_loaders_upsert_is_not_captured(db):
 
 def _fold(engine, *tables: str) -> int:
     with engine.begin() as conn:
-        return capture.fold(conn, tables or ("person", "campaign_member"))
+        return outbox.fold(conn, tables or ("person", "campaign_member"))
 
 
-def _outbox(engine, table="person") -> dict[int, capture.OutboxEntry]:
+def _outbox(engine, table="person") -> dict[int, outbox.OutboxEntry]:
     with engine.connect() as conn:
-        return capture.outbox_entries(conn, table)
+        return outbox.outbox_entries(conn, table)
 
 
 def test_an_update_writing_equal_values_records_nothing(db):
@@ -175,8 +175,8 @@ def test_updates_keep_old_values_and_fold_into_one_outbox_row(db):
     assert pending_changes(mdb.engine, "person") == []
     # a failed entry becomes pending again when the row changes again
     with mdb.engine.begin() as conn:
-        entry.status, entry.attempts = capture.FAILED, 1
-        capture.save_entry(conn, entry)
+        entry.status, entry.attempts = outbox.FAILED, 1
+        outbox.save_entry(conn, entry)
     mdb.execute("UPDATE person SET email = 'hugh@x.io' WHERE id = :i", i=pid)
     _fold(mdb.engine)
     entry = _outbox(mdb.engine)[pid]
@@ -217,7 +217,7 @@ def test_stored_values_read_back_typed(db):
         conn.execute(typed.update().values(flag=False, at=None, on=None, amount=None))
     _fold(mdb.engine, "typed")
     base = _outbox(mdb.engine, "typed")[1].base
-    assert {k: capture.stored_value(typed.c[k], v) for k, v in base.items()} == {
+    assert {k: outbox.stored_value(typed.c[k], v) for k, v in base.items()} == {
         "flag": True, "at": at, "on": dt.date(2026, 1, 2), "amount": 1.5}
 
 
@@ -297,12 +297,12 @@ def test_an_entry_read_before_a_newer_fold_is_not_dropped_or_overwritten(db):
     mdb.execute("UPDATE person SET first_name = 'Vi' WHERE id = :i", i=stale.row_id)
     _fold(mdb.engine)
     with mdb.engine.begin() as conn:
-        stale.status = capture.FAILED
-        assert capture.save_entry(conn, stale) is False
-        capture.drop_entry(conn, stale)
+        stale.status = outbox.FAILED
+        assert outbox.save_entry(conn, stale) is False
+        outbox.drop_entry(conn, stale)
     (entry,) = _outbox(mdb.engine).values()
     assert (entry.status, entry.version) == ("pending", stale.version + 1)
     assert "first_name" in entry.columns
     with mdb.engine.begin() as conn:
-        capture.drop_entry(conn, entry)
+        outbox.drop_entry(conn, entry)
     assert _outbox(mdb.engine) == {}

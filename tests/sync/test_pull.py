@@ -9,9 +9,12 @@ from datetime import UTC, datetime
 import pytest
 
 from include.sfsync import pipeline as P
-from include.sfsync.catalog import PEOPLE
 from include.sfsync.config import ConfigError, load_config
-from include.sfsync.salesforce import parse_sf_datetime, parse_value
+from include.sfsync.context import SyncContext, open_context
+from include.sfsync.errors import OrgMismatchError
+from include.sfsync.objects import PEOPLE
+from include.sfsync.store.ledger import repoint_org
+from include.sfsync.values import parse_sf_datetime, parse_value
 
 pytestmark = pytest.mark.integration
 
@@ -41,8 +44,8 @@ class Sync:
         """Changes the capture triggers recorded: none, as long as only the sync writes."""
         return self.mdb.scalar("SELECT count(*) FROM sfsync_change")
 
-    def context(self, **overrides) -> P.SyncContext:
-        return P.open_context(self.config(**overrides), engine=self.mdb.engine)
+    def context(self, **overrides) -> SyncContext:
+        return open_context(self.config(**overrides), engine=self.mdb.engine)
 
     def advance(self, seconds: int) -> None:
         self.org.control("POST", "/clock", json={"advance_seconds": seconds})
@@ -614,7 +617,7 @@ def test_a_load_that_failed_midway_is_retried_from_staging(sync, monkeypatch):
         P.extract_object(run, name, sync.context())
         P.filter_object(run, name, sync.context())
     used = sync.usage()
-    from include.sfsync import load as L
+    from include.sfsync.pull import load as L
 
     real_load = L.Loader.load
 
@@ -668,14 +671,14 @@ def test_org_lock_refuses_another_org_until_repointed(sync):
     assert sync.mdb.scalar("SELECT org_id FROM sfsync_org_lock") == old_org
     new_org = "00D5e0000000OTHEA2"
     sync.org.control("PATCH", "/settings", json={"org_id": new_org})
-    with pytest.raises(P.OrgMismatchError) as failed:
+    with pytest.raises(OrgMismatchError) as failed:
         sync.cycle("other")
     message = str(failed.value)
     del failed  # its frames hold the failed run's Salesforce session open
     assert old_org in message and new_org[:15] in message
     assert "repoint" in message.replace("-", "")
     assert sync.mdb.scalar("SELECT org_id FROM sfsync_org_lock") == old_org
-    P.repoint_org(sync.mdb.engine, new_org)
+    repoint_org(sync.mdb.engine, new_org)
     summary = sync.cycle("repointed")
     assert sync.mdb.scalar("SELECT org_id FROM sfsync_org_lock") == new_org
     assert summary["counts"]["Lead"]["failed"] == 0

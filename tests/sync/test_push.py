@@ -233,11 +233,12 @@ def test_request_limit_stops_the_push_without_losing_anything(sync):
     sync.mdb.execute("UPDATE person SET title = 'Later' WHERE id = :i", i=lead["id"])
     ctx = sync.context()
     from include.sfsync import pipeline as P
+    from include.sfsync.store.ledger import start_run
 
     campaign = sync.mdb.rows("campaign", "sfdc_is_deleted = :f", f=False)[0]
     sync.mdb.execute("UPDATE campaign SET description = 'Later too' WHERE id = :i",
                      i=campaign["id"])
-    P.start_run(ctx.engine, ctx.books, "r1", "salesforce_incremental_sync", "incremental")
+    start_run(ctx.engine, "r1", "salesforce_incremental_sync", "incremental")
     sync.org.control("POST", "/faults", json={"endpoint": "composite", "kind": "request_limit",
                                              "count": 1})
     result = P.push("r1", "people", ctx)

@@ -8,8 +8,8 @@ import pytest
 import sqlalchemy as sa
 
 from include.sfsync import admin
-from include.sfsync.mdb import create_engine, utcnow
-from include.sfsync.pipeline import _books
+from include.sfsync.store.engine import create_engine, utcnow
+from include.sfsync.store.tables import ensure_bookkeeping
 
 
 @pytest.fixture
@@ -18,7 +18,7 @@ def database(tmp_path, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_MARKETING_DB",
                        json.dumps({"conn_type": "sqlite", "host": str(path)}))
     engine = create_engine(f"sqlite:///{path}")
-    books = _books(engine)
+    books = ensure_bookkeeping(engine)
     with engine.begin() as conn:
         conn.execute(books["org_lock"].insert().values(id=1, org_id="00D5e0000000SFEEA2",
                                                        instance_url="https://x", locked_at=utcnow()))
@@ -52,9 +52,9 @@ def test_repoint_needs_confirmation_and_drops_cursors(database, capsys):
 
 def test_outbox_lists_rejected_changes_and_release_retries_them(database, capsys):
     engine, _books = database
-    from include.sfsync.capture import outbox_t
+    from include.sfsync.store.outbox import outbox_t
 
-    outbox_t.create(engine)
+    outbox_t.create(engine, checkfirst=True)
     with engine.begin() as conn:
         for row_id, status in ((1, "quarantined"), (2, "failed"), (3, "pending")):
             conn.execute(outbox_t.insert().values(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from include.sfsync.mdb import bookkeeping, create_engine, create_tables
+from include.sfsync.store.engine import create_engine
+from include.sfsync.store.tables import bookkeeping, create_tables
 
 
 def test_missing_columns_are_added_and_rows_kept(tmp_path):

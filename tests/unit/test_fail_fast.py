@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from include.sfsync.config import ConfigError
-from include.sfsync.pipeline import OrgMismatchError, fail_fast
+from include.sfsync.airflow_glue import fail_fast
+from include.sfsync.errors import ConfigError, OrgMismatchError
 
 
 @pytest.mark.parametrize("error", [OrgMismatchError("other org"), ConfigError("bad key")])

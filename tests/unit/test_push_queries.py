@@ -6,7 +6,8 @@ from __future__ import annotations
 def test_in_lists_keep_query_urls_short():
     from urllib.parse import quote
 
-    from include.sfsync.push import IN_LIST_BUDGET, _in_lists
+    from include.sfsync.salesforce.soql import IN_LIST_BUDGET
+    from include.sfsync.salesforce.soql import in_lists as _in_lists
 
     emails = [f"o'neil.{i}.{'x' * 60}@example.org" for i in range(600)]
     lists = _in_lists(emails)

@@ -1,4 +1,4 @@
-"""Bulk API 2.0 ingest in :mod:`include.sfsync.writes`: CSV cells, ``sf__Error`` parsing and the
+"""Bulk API 2.0 ingest in :mod:`include.sfsync.salesforce.writes`: CSV cells, ``sf__Error`` parsing and the
 mapping of job results back to records, with a stand-in for simple-salesforce's ``bulk2``."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import io
 import pytest
 from simple_salesforce.exceptions import SalesforceOperationError, SalesforceRefusedRequest
 
-from include.sfsync import writes as W
+from include.sfsync.salesforce import writes as W
 
 ID = [f"00Q5e00000ABC{i:02d}AAA" for i in range(6)]
 

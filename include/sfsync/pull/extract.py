@@ -26,16 +26,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from more_itertools import chunked
 from sqlalchemy.engine import Engine
 
 from include.sfsync.catalog import Catalog, ObjectCatalog
-from include.sfsync.mdb import reader, utcnow
-from include.sfsync.salesforce import (
-    SalesforceCallError,
-    SalesforceClient,
-    parse_sf_datetime,
-    soql_datetime,
-)
+from include.sfsync.errors import NotPreparedError, SalesforceCallError
+from include.sfsync.salesforce import reads, soql
+from include.sfsync.salesforce.client import SalesforceClient
+from include.sfsync.salesforce.soql import soql_datetime, where
+from include.sfsync.store.engine import reader, utcnow
+from include.sfsync.values import parse_sf_datetime
 
 REPLICATION_WINDOW = timedelta(days=29)  # getUpdated/getDeleted accept 30 days back
 PROBE_HORIZON = timedelta(days=1)  # the probe window's end, past any clock skew
@@ -59,37 +59,36 @@ def changes_soql(obj: ObjectCatalog, cursor_from: datetime | None, *,
 
     Run it through ``queryAll``: only that returns archived activities (closed tasks and events
     older than a year); ``live_only`` leaves the recycle bin out (a full copy)."""
-    where = _conditions(cursor_from, created_from, created_to, resume)
-    where += ["IsDeleted = false"] if live_only else []
     keyed = created_from is not None or created_to is not None or resume is not None
-    soql = f"SELECT {', '.join(obj.soql_fields)} FROM {obj.sf_object}"
-    if where:
-        soql += " WHERE " + " AND ".join(where)
-    return soql + (" ORDER BY CreatedDate, Id" if keyed else " ORDER BY SystemModstamp, Id")
+    return soql.select(obj.sf_object, obj.soql_fields,
+                       conditions=_conditions(cursor_from, created_from, created_to, resume,
+                                              live_only),
+                       order_by=("CreatedDate", "Id") if keyed else ("SystemModstamp", "Id"))
 
 
 def count_soql(sf_object: str, cursor_from: datetime | None = None, *,
                created_from: datetime | None = None, created_to: datetime | None = None,
                resume: tuple[datetime, str] | None = None, live_only: bool = False) -> str:
     """``SELECT COUNT()`` over exactly the rows ``changes_soql`` reads."""
-    where = _conditions(cursor_from, created_from, created_to, resume)
-    where += ["IsDeleted = false"] if live_only else []
-    return f"SELECT COUNT() FROM {sf_object}" + (" WHERE " + " AND ".join(where) if where else "")
+    return soql.count(sf_object, conditions=_conditions(cursor_from, created_from, created_to,
+                                                        resume, live_only))
 
 
-def _conditions(cursor_from, created_from, created_to, resume) -> list[str]:
-    where = []
+def _conditions(cursor_from, created_from, created_to, resume, live_only) -> list[str]:
+    conditions = []
     if cursor_from is not None:
-        where.append(f"SystemModstamp >= {soql_datetime(cursor_from)}")
+        conditions.append(where("SystemModstamp", ">=", cursor_from))
     if created_from is not None:
-        where.append(f"CreatedDate >= {soql_datetime(created_from)}")
+        conditions.append(where("CreatedDate", ">=", created_from))
     if created_to is not None:
-        where.append(f"CreatedDate < {soql_datetime(created_to)}")
+        conditions.append(where("CreatedDate", "<", created_to))
     if resume is not None:  # continue a copy after the last (CreatedDate, Id) it loaded
         stamp, last_id = resume
-        where.append(f"(CreatedDate > {soql_datetime(stamp)} OR (CreatedDate = "
-                     f"{soql_datetime(stamp)} AND Id > '{last_id}'))")
-    return where
+        conditions.append(soql.any_of(where("CreatedDate", ">", stamp), soql.all_of(
+            where("CreatedDate", "=", stamp), where("Id", ">", last_id))))
+    if live_only:
+        conditions.append(where("IsDeleted", "=", False))
+    return conditions
 
 
 def _floor_minute(value: datetime) -> datetime:
@@ -224,7 +223,7 @@ def extract(client: SalesforceClient | None, engine: Engine, books: dict, catalo
         state = conn.execute(sa.select(extract_t).where(
             extract_t.c.run_key == run_key, extract_t.c.sf_object == sf_object)).first()
     if state is None:
-        raise RuntimeError(f"{sf_object}: no probe for run {run_key}; run the probe first")
+        raise NotPreparedError(f"{sf_object}: no probe for run {run_key}; run the probe first")
     if state.status != "probed":
         return ExtractResult(sf_object, state.mode, state.rows, state.api_calls, True)
     client = client or client_factory()
@@ -233,12 +232,10 @@ def extract(client: SalesforceClient | None, engine: Engine, books: dict, catalo
     mode = state.mode
     with engine.begin() as conn:
         if state.next_url:  # more REST pages after the composite's first one
-            seq, next_url = state.rows, state.next_url
-            while next_url:
-                body = client.query_more(next_url)
-                seq += _stage(conn, books, run_key, sf_object, body["records"], seq)
-                next_url = None if body.get("done", True) else body["nextRecordsUrl"]
-            rows = seq
+            rows = state.rows
+            for chunk in chunked(reads.follow(client, client.query_more(state.next_url)),
+                                 STAGE_CHUNK):
+                rows += _stage(conn, books, run_key, sf_object, chunk, rows)
         else:
             conn.execute(books["stage"].delete().where(books["stage"].c.run_key == run_key,
                                                        books["stage"].c.sf_object == sf_object))
@@ -246,29 +243,17 @@ def extract(client: SalesforceClient | None, engine: Engine, books: dict, catalo
             # the recycle bin out.
             full = state.mode == "full"
             live_only = full and "IsDeleted" in obj.describe_fields  # User has no recycle bin
-            soql = changes_soql(obj, state.cursor_from, live_only=live_only)
-            count = client.sf.query(count_soql(sf_object, None if full else state.cursor_from,
-                                               live_only=live_only), include_deleted=True
-                                    )["totalSize"]
+            total = reads.count(client, count_soql(sf_object, None if full else state.cursor_from,
+                                                   live_only=live_only), include_deleted=True)
+            threshold = catalog.config.bulk_threshold
+            if total:
+                mode = "bulk" if total > threshold else "rest"
             rows = 0
-            if count > catalog.config.bulk_threshold:
-                mode = "bulk"
-                chunk = []
-                for rec in client.bulk_query(sf_object, soql, include_deleted=True,
-                                             describe_fields=obj.describe_fields):
-                    chunk.append(rec)
-                    if len(chunk) == STAGE_CHUNK:
-                        rows += _stage(conn, books, run_key, sf_object, chunk, rows)
-                        chunk = []
+            for chunk in chunked(reads.records(
+                    client, sf_object, changes_soql(obj, state.cursor_from, live_only=live_only),
+                    total=total, bulk_threshold=threshold, include_deleted=True,
+                    describe_fields=obj.describe_fields), STAGE_CHUNK):
                 rows += _stage(conn, books, run_key, sf_object, chunk, rows)
-            elif count:
-                mode = "rest"
-                body = client.sf.query(soql, include_deleted=True)
-                while True:
-                    rows += _stage(conn, books, run_key, sf_object, body["records"], rows)
-                    if body.get("done", True):
-                        break
-                    body = client.query_more(body["nextRecordsUrl"])
         calls = state.api_calls + client.api_calls - before
         conn.execute(extract_t.update().where(
             extract_t.c.run_key == run_key, extract_t.c.sf_object == sf_object).values(

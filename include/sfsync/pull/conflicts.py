@@ -18,23 +18,13 @@ made (the outbox's base), the local value and Salesforce's new value:
 
 from __future__ import annotations
 
-from datetime import date, datetime
-
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from include.sfsync import capture
 from include.sfsync.catalog import Catalog
-from include.sfsync.mdb import utcnow
-from include.sfsync.writes import same
-
-
-def jsonable(value):
-    return value.isoformat() if isinstance(value, (datetime, date)) else value
-
-
-def _text(value) -> str | None:
-    return None if value is None else str(jsonable(value))
+from include.sfsync.store import outbox
+from include.sfsync.store.engine import utcnow
+from include.sfsync.values import as_text, jsonable, same
 
 
 class Resolver:
@@ -51,8 +41,8 @@ class Resolver:
     def refresh(self, *, force: bool = False) -> None:
         """Fold changes committed since (call it after locking the rows about to be written:
         an edit committed before the lock is then weighed, one after it waits for us)."""
-        if capture.fold(self.conn, [self.table.name]) or force:
-            self.entries = capture.outbox_entries(self.conn, self.table.name)
+        if outbox.fold(self.conn, [self.table.name]) or force:
+            self.entries = outbox.outbox_entries(self.conn, self.table.name)
 
     def lock(self, query):
         """``query`` locking the rows it reads (PostgreSQL; SQLite writers are serialised)."""
@@ -70,7 +60,7 @@ class Resolver:
                 continue
             local, theirs = current._mapping.get(col), values[col]
             base_known = col in entry.base
-            base = capture.stored_value(self.table.c[col], entry.base.get(col))
+            base = outbox.stored_value(self.table.c[col], entry.base.get(col))
             if same(local, theirs) or (not base_known and local is None) or (
                     base_known and same(local, base)):
                 # both agree, or nothing to weigh (no local value, or changed and changed
@@ -90,8 +80,8 @@ class Resolver:
             self.conn.execute(self.conflict_t.insert().values(
                 run_key=self.run_key, table_name=self.table.name, row_id=current.id,
                 sf_object=sf_object, sfdc_id=current._mapping.get("sfdc_id"), column_name=col,
-                sf_field=sf_field, marketing_value=_text(local), salesforce_value=_text(theirs),
-                base_value=_text(base) if base_known else None, winner=winner,
+                sf_field=sf_field, marketing_value=as_text(local), salesforce_value=as_text(theirs),
+                base_value=as_text(base) if base_known else None, winner=winner,
                 detected_at=utcnow()))
             self.conflicts += 1
             touched = True
@@ -104,7 +94,7 @@ class Resolver:
         if not touched:
             return
         if entry.columns or entry.created:
-            capture.save_entry(self.conn, entry)
+            outbox.save_entry(self.conn, entry)
         else:
-            capture.drop_entry(self.conn, entry)
+            outbox.drop_entry(self.conn, entry)
             del self.entries[current.id]

@@ -1,5 +1,5 @@
-"""Writing to Salesforce: sObject Collections inside /composite, per-record outcomes, error
-classification and the ``sfsync_error`` rows of the push.
+"""Writing to Salesforce: sObject Collections inside /composite, Bulk API 2.0 ingest,
+per-record outcomes and their classification.
 
 Up to 200 records go in one collection and up to five collections in one /composite call, so
 1,000 records cost one API call. ``allOrNone`` is off: one bad record never blocks the other
@@ -10,7 +10,8 @@ collections. Each record's outcome is classified:
 * transient (row lock, timeout, rolled back with others): retried within the cycle with
   backoff, then left pending for the next cycle;
 * data or permission errors (validation rule, picklist, ``INSUFFICIENT_ACCESS...``,
-  ``DUPLICATES_DETECTED``, ...): an ``sfsync_error`` row with Salesforce's message;
+  ``DUPLICATES_DETECTED``, ...): the push records them in ``sfsync_error`` with Salesforce's
+  message;
 * ``REQUEST_LIMIT_EXCEEDED`` on the call: :class:`RequestLimitExceeded`, the push stops for the
   cycle and nothing is lost (the outbox keeps every pending record).
 
@@ -22,19 +23,18 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import re
-import time
 from collections.abc import Hashable
 from dataclasses import dataclass
-from datetime import date, datetime
 from decimal import Decimal
 
-import sqlalchemy as sa
+from more_itertools import chunked
+from simple_salesforce.exceptions import SalesforceOperationError
+from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_exponential
 
-from include.sfsync.mdb import utcnow
-from include.sfsync.salesforce import COMPOSITE_QUERY_LIMIT, SalesforceClient
+from include.sfsync.errors import RequestLimitExceeded, WriteInterrupted
+from include.sfsync.salesforce.client import COMPOSITE_QUERY_LIMIT, SalesforceClient, limit_hit
 
 log = logging.getLogger(__name__)
 
@@ -50,25 +50,6 @@ TRANSIENT_CODES = frozenset({
 # is no Salesforce id or external id yet to match them by), so creates stay on collections,
 # whose results come back in request order.
 BULK_OPERATIONS = {"PATCH": "update", "DELETE": "delete"}
-
-
-class WriteInterrupted(RuntimeError):
-    """A call failed in the middle of a write. ``outcomes``: what the calls before it already
-    did (keys of :func:`write_with_retries`, or positions for :func:`write_records`): records
-    created there must be settled, never sent again."""
-
-    def __init__(self, message: str, outcomes: dict | None = None):
-        super().__init__(message)
-        self.outcomes = outcomes or {}
-
-
-class RequestLimitExceeded(WriteInterrupted):
-    """The org's daily API allowance is spent: stop writing for this cycle."""
-
-
-def limit_hit(exc: Exception) -> bool:
-    """The exception is Salesforce's REQUEST_LIMIT_EXCEEDED (a 403 of simple-salesforce)."""
-    return "REQUEST_LIMIT_EXCEEDED" in str(getattr(exc, "content", "")) + str(exc)
 
 
 @dataclass(frozen=True)
@@ -104,8 +85,7 @@ def write_records(client: SalesforceClient, method: str, sobject: str,
     """POST (create), PATCH (update, each record with its ``Id``) or DELETE (``records`` are
     ids) through collections packed into /composite calls; one outcome per record, in order."""
     subrequests, chunks = [], []
-    for i in range(0, len(records), COLLECTION_SIZE):
-        chunk = records[i:i + COLLECTION_SIZE]
+    for chunk in chunked(records, COLLECTION_SIZE):
         chunks.append(chunk)
         if method == "DELETE":
             subrequests.append({"method": "DELETE", "url": "/composite/sobjects?allOrNone=false"
@@ -116,15 +96,16 @@ def write_records(client: SalesforceClient, method: str, sobject: str,
                 "records": [{"attributes": {"type": sobject}, **r} for r in chunk]}})
     out: list[Outcome] = []
     per_call = COMPOSITE_QUERY_LIMIT  # collections per /composite call
-    for start in range(0, len(subrequests), per_call):
+    for call, call_chunks in zip(chunked(subrequests, per_call), chunked(chunks, per_call),
+                                 strict=True):
         try:  # one call at a time: what earlier calls did is known if a later one fails
-            results = client.composite(subrequests[start:start + per_call])
+            results = client.composite(call)
         except Exception as exc:  # simple-salesforce raises one class per HTTP status
             done = dict(enumerate(out))
             if limit_hit(exc):
                 raise RequestLimitExceeded(str(exc), done) from exc
             raise WriteInterrupted(f"{type(exc).__name__}: {exc}", done) from exc
-        for chunk, result in zip(chunks[start:start + per_call], results, strict=True):
+        for chunk, result in zip(call_chunks, results, strict=True):
             body = result["body"]
             if result["status"] < 300 and isinstance(body, list) and len(body) == len(chunk):
                 out += [_outcome(r) for r in body]
@@ -145,12 +126,17 @@ def write_with_retries(client: SalesforceClient, method: str, sobject: str,
     times with exponential backoff; the last outcome of every key is returned. Updates and
     deletes of more than ``bulk_threshold`` items go through a Bulk API 2.0 ingest job."""
     outcomes: dict[Hashable, Outcome] = {}
-    todo = items
-    for attempt in range(retries + 1):
+    todo = list(items)
+    first = True
+
+    def send() -> list:
+        """One attempt over what is left; returns the items that failed transiently."""
+        nonlocal todo, first
         # Only the first attempt may go through Bulk: transient failures of a job (row locks)
         # are fewer and go back through collections, records of one account together.
-        bulk = attempt == 0 and bulk_threshold is not None and method in BULK_OPERATIONS \
+        bulk = first and bulk_threshold is not None and method in BULK_OPERATIONS \
             and len(todo) > bulk_threshold
+        first = False
         try:
             results = (write_bulk if bulk else write_records)(
                 client, method, sobject, [r for _k, r in todo])
@@ -163,11 +149,13 @@ def write_with_retries(client: SalesforceClient, method: str, sobject: str,
             outcomes[key] = outcome
             if outcome.transient:
                 again.append((key, record))
-        if not again or attempt == retries:
-            break
-        log.info("%s %s: %d transient failures, retrying", method, sobject, len(again))
-        time.sleep(backoff * 2 ** attempt)
         todo = again
+        return again
+
+    Retrying(stop=stop_after_attempt(retries + 1), wait=wait_exponential(multiplier=backoff),
+             retry=retry_if_result(bool), retry_error_callback=lambda _state: None,
+             before_sleep=lambda _state: log.info("%s %s: %d transient failures, retrying",
+                                                  method, sobject, len(todo)))(send)
     return outcomes
 
 
@@ -188,8 +176,6 @@ def write_bulk(client: SalesforceClient, method: str, sobject: str,
     whole (``InvalidBatch``: a column the user may not write, ...) is sent again through
     collections, which report every record's own error.
     """
-    from simple_salesforce.exceptions import SalesforceOperationError
-
     operation = BULK_OPERATIONS[method]
     rows = [{"Id": r} for r in records] if method == "DELETE" else \
         [{k: bulk_cell(v) for k, v in r.items() if k != "attributes"} for r in records]
@@ -296,55 +282,3 @@ def bulk_cell(value) -> str:
     if isinstance(value, float):
         return format(Decimal(repr(value)), "f")
     return str(value)
-
-def record_error(conn, error_t: sa.Table, run_key: str, sf_object: str, outcome: Outcome, *,
-                 sfdc_id: str | None, record: dict | None, direction: str = "push") -> None:
-    conn.execute(error_t.insert().values(
-        run_key=run_key, sf_object=sf_object, direction=direction, sfdc_id=sfdc_id,
-        field=",".join(outcome.fields) or None, error_code=outcome.code,
-        message=(outcome.message or "")[:4000],
-        record=json.dumps(record, default=str) if record is not None else None,
-        created_at=utcnow()))
-
-
-# --- values ---------------------------------------------------------------------------------
-
-def sf_value(sf_type: str, value):
-    """A marketing-database value as Salesforce's JSON takes it (raises ValueError if the
-    stored value cannot be one of this type: a column widened to text may hold anything)."""
-    if value is None or value == "":
-        return None
-    if sf_type == "datetime":
-        if isinstance(value, str):
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-    if sf_type == "date":
-        if isinstance(value, datetime):
-            value = value.date()
-        return value.isoformat() if isinstance(value, date) else date.fromisoformat(
-            str(value)[:10]).isoformat()
-    if sf_type == "boolean":
-        if isinstance(value, str):
-            if value.strip().lower() not in {"true", "false", "1", "0"}:
-                raise ValueError(f"{value!r} is not a boolean")
-            return value.strip().lower() in {"true", "1"}
-        return bool(value)
-    if sf_type == "int":
-        return int(value)
-    if sf_type in {"double", "currency", "percent"}:
-        return float(value)
-    return value if isinstance(value, str) else str(value)
-
-
-def same(a, b) -> bool:
-    """Equal as synced values (floats within rounding, numbers stored as text)."""
-    if a is None or b is None:
-        return a is None and b is None or a == "" or b == ""
-    if isinstance(a, float) or isinstance(b, float):
-        try:
-            return abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(a)))
-        except (TypeError, ValueError):
-            return False
-    if type(a) is not type(b) and not (isinstance(a, datetime) and isinstance(b, datetime)):
-        return str(a) == str(b)
-    return a == b

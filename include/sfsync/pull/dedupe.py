@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from include.sfsync.config import DedupeRule
-from include.sfsync.mdb import utcnow
+from include.sfsync.store.engine import utcnow
 
 
 def normalise(value, how: str) -> str | None:

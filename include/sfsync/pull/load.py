@@ -24,16 +24,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import sqlalchemy as sa
+from more_itertools import chunked
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from include.sfsync import capture
 from include.sfsync.catalog import Catalog, ObjectCatalog
-from include.sfsync.conflicts import Resolver
-from include.sfsync.mdb import fresh_stamp, utcnow
-from include.sfsync.salesforce import parse_sf_datetime, parse_value
-from include.sfsync.writes import same
+from include.sfsync.errors import NotPreparedError
+from include.sfsync.objects import PEOPLE
+from include.sfsync.pull.conflicts import Resolver
+from include.sfsync.pull.people import merge_people, resolve_people
+from include.sfsync.store.engine import utcnow
+from include.sfsync.store.ledger import COUNT_KEYS, record_counts, recorded_counts
+from include.sfsync.store.tables import BOOKS
+from include.sfsync.values import parse_sf_datetime, parse_value, same
 
-COUNT_KEYS = ("new", "updated", "deleted", "skipped", "failed")
 _PERSON_KEYS = ("sfdc_lead_id", "sfdc_contact_id", "sfdc_converted_contact_id")
 
 
@@ -49,11 +53,8 @@ class Counts:
 
 
 def _insert(conn: Connection):
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert
+    """The dialect's INSERT, which has ON CONFLICT DO UPDATE."""
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
 class Loader:
@@ -76,13 +77,8 @@ class Loader:
                           if all(s.startswith("Lead.") for s in col.sources)}
         self.audit = _STAMPS | {f.column for f in obj.synced if f.sf_field in AUDIT_FIELDS}
         # Two-way tables: local edits not yet pushed are weighed against Salesforce's values.
-        self.resolver = Resolver(conn, self.table, catalog, tables["_conflict"], run_key,
+        self.resolver = Resolver(conn, self.table, catalog, BOOKS["conflict"], run_key,
                                  self.blocked) if obj.type.two_way else None
-
-    @property
-    def now(self) -> datetime:
-        """A new stamp at each write (see ``fresh_stamp``)."""
-        return fresh_stamp()
 
     # --- values ---------------------------------------------------------------------------
 
@@ -102,7 +98,7 @@ class Loader:
     # --- generic objects ------------------------------------------------------------------
 
     def load(self, records: list[dict]) -> None:
-        if self.obj.sf_object in {"Lead", "Contact"}:
+        if self.obj.sf_object in PEOPLE:
             self._load_people(records)
         else:
             self._load_rows(records)
@@ -126,7 +122,7 @@ class Loader:
                 continue  # this version (or a newer one) is already stored
             row = self._values(rec)
             row.update(sfdc_id=rec["Id"], sfdc_system_modstamp=stamp,
-                       sfdc_is_deleted=bool(rec.get("IsDeleted")), sfsync_updated_at=self.now)
+                       sfdc_is_deleted=bool(rec.get("IsDeleted")))
             if "sfdc_object" in t.c:
                 row["sfdc_object"] = self.obj.sf_object
             if "person_id" in t.c:
@@ -156,9 +152,11 @@ class Loader:
             return
         t = self.table
         columns = sorted({c for r in rows for c in r})
-        rows = [{c: r.get(c) for c in columns} | {"sfsync_created_at": self.now} for r in rows]
+        rows = [{c: r.get(c) for c in columns} for r in rows]
         stmt = _insert(self.conn)(t)
         updates = {c: stmt.excluded[c] for c in columns if c not in {"sfdc_id"}}
+        # ON CONFLICT DO UPDATE skips the column's onupdate: take the insert's fresh stamp
+        updates["sfsync_updated_at"] = stmt.excluded.sfsync_updated_at
         stmt = stmt.on_conflict_do_update(
             index_elements=[t.c.sfdc_id], set_=updates,
             where=sa.or_(t.c.sfdc_system_modstamp.is_(None),
@@ -224,7 +222,6 @@ class Loader:
                 values.update(sfdc_type="Contact", sfdc_contact_id=rec["Id"], sfdc_id=rec["Id"],
                               sfdc_system_modstamp=stamp, sfdc_is_deleted=deleted)
             values[stamp_col] = stamp
-            values["sfsync_updated_at"] = self.now
             if current is None and contact_person is not None:
                 # This lead's human is already here as the contact's person.
                 if contact_person.sfdc_lead_id is None:
@@ -259,7 +256,7 @@ class Loader:
                              sfdc_id=loser_sf_id, sf_columns=self.sf_columns)
                 self._cache.clear()  # merged rows changed or went away
             else:  # the survivor is not synced (e.g. filtered out): keep the loser, flagged
-                values = {"sfdc_is_deleted": True, stamp_col: stamp, "sfsync_updated_at": self.now}
+                values = {"sfdc_is_deleted": True, stamp_col: stamp}
                 if loser.sfdc_id == loser_sf_id:
                     values["sfdc_system_modstamp"] = stamp
                 self.conn.execute(person.update().where(person.c.id == loser.id).values(**values))
@@ -274,7 +271,6 @@ class Loader:
                 if current._mapping.get(col) is not None:
                     values.pop(col, None)
         if current is None:
-            values["sfsync_created_at"] = self.now
             self.counts.add("deleted" if values.get("sfdc_is_deleted") else "new")
             if not need_row:  # the common case: inserted with the batch (executemany)
                 self._pending.append(values)
@@ -320,9 +316,7 @@ class Loader:
         for col, values in wanted.items():
             if col not in person.c or not values:
                 continue
-            values = sorted(values)
-            for i in range(0, len(values), 500):
-                part = values[i:i + 500]
+            for part in chunked(sorted(values), 500):
                 query = sa.select(person).where(person.c[col].in_(part))
                 if self.resolver is not None:
                     query = self.resolver.lock(query)
@@ -400,7 +394,7 @@ class Loader:
         else:
             where = [t.c.sfdc_id.in_(purged), t.c.sfdc_is_deleted.is_(False)]
         result = self.conn.execute(t.update().where(*where).values(
-            sfdc_is_deleted=True, sfsync_updated_at=self.now))
+            sfdc_is_deleted=True))
         self.counts.add("deleted", result.rowcount)
 
 
@@ -417,94 +411,28 @@ def _unchanged(row, values: dict, ignore: set[str]) -> bool:
                if k not in ignore and not k.startswith("sfsync_"))
 
 
-def loader_tables(tables: dict[str, sa.Table], books: dict) -> dict[str, sa.Table]:
-    """The synced tables plus the bookkeeping tables a Loader writes to."""
-    return {**tables, "_merge": books["merge"], "_conflict": books["conflict"]}
-
-
-def resolve_people(conn: Connection, person: sa.Table, sf_ids: set[str]) -> dict[str, int]:
-    """Salesforce lead/contact ids -> person ids (converted leads resolve to their person)."""
-    if not sf_ids:
-        return {}
-    out: dict[str, int] = {}
-    ids = sorted(sf_ids)
-    for i in range(0, len(ids), 500):
-        part = ids[i:i + 500]
-        for row in conn.execute(sa.select(person.c.id, person.c.sfdc_lead_id,
-                                          person.c.sfdc_contact_id).where(
-                sa.or_(person.c.sfdc_lead_id.in_(part), person.c.sfdc_contact_id.in_(part)))):
-            for sf_id in (row.sfdc_lead_id, row.sfdc_contact_id):
-                if sf_id in sf_ids:
-                    out[sf_id] = row.id
-    return out
-
-
-def merge_people(conn: Connection, tables: dict[str, sa.Table], loser_id: int, survivor_id: int,
-                 *, reason: str, sf_columns: set[str], sfdc_id: str | None = None,
-                 loser_wins: bool = False) -> None:
-    """Fold one person into another: children move, blanks fill, the loser row goes away.
-
-    ``loser_wins``: the loser's Salesforce values replace the survivor's (a contact absorbed by
-    its converted lead's person); otherwise they only fill the survivor's blanks.
-    """
-    person = tables["person"]
-    for table in tables.values():
-        if table.name != "person" and "person_id" in table.c:
-            conn.execute(table.update().where(table.c.person_id == loser_id)
-                         .values(person_id=survivor_id, sfsync_updated_at=fresh_stamp()))
-    loser = conn.execute(sa.select(person).where(person.c.id == loser_id)).first()
-    survivor = conn.execute(sa.select(person).where(person.c.id == survivor_id)).first()
-    fill = {}
-    for col in person.c:
-        name = col.name
-        if name in {"id", "sfsync_created_at"}:
-            continue
-        mine, theirs = survivor._mapping[name], loser._mapping[name]
-        if theirs is None:
-            continue
-        salesforce_side = name.startswith("sfdc_") or name in sf_columns
-        if mine is None or (loser_wins and salesforce_side and name != "sfdc_lead_id"):
-            fill[name] = theirs
-    if loser_wins:
-        fill.update(sfdc_type="Contact", sfdc_id=loser.sfdc_contact_id,
-                    sfdc_is_deleted=loser.sfdc_is_deleted)
-    conn.execute(person.delete().where(person.c.id == loser_id))
-    # The sync's own delete is not pushed. The blanks the loser filled are, so that both sides
-    # hold the merged values (unless the fill came from Salesforce itself: ``loser_wins``).
-    capture.merge_rows(conn, "person", loser_id, survivor_id, {} if loser_wins else {
-        k: survivor._mapping[k] for k in fill if not k.startswith("sfdc_")})
-    conn.execute(person.update().where(person.c.id == survivor_id).values(
-        **fill, sfsync_updated_at=fresh_stamp()))
-    conn.execute(tables["_merge"].insert().values(
-        loser_person_id=loser_id, survivor_person_id=survivor_id, reason=reason, sfdc_id=sfdc_id,
-        merged_at=utcnow()))
-
-
-def load_object(engine: Engine, tables: dict[str, sa.Table], books: dict, catalog: Catalog,
-                run_key: str, sf_object: str, staged_batches) -> dict[str, int]:
+def load_object(engine: Engine, tables: dict[str, sa.Table], catalog: Catalog, run_key: str,
+                sf_object: str, staged_batches) -> dict[str, int]:
     """Load everything staged for one object in one transaction, advancing its cursor.
 
     Idempotent: a run whose load already committed returns its recorded counts.
     """
-    extract_t, count_t, mark_t = books["extract"], books["count"], books["watermark"]
+    extract_t, count_t, mark_t = BOOKS["extract"], BOOKS["count"], BOOKS["watermark"]
     obj = catalog.object(sf_object)
     with engine.begin() as conn:
         state = conn.execute(sa.select(extract_t).where(
             extract_t.c.run_key == run_key, extract_t.c.sf_object == sf_object)).first()
         if state is None or state.status not in {"extracted", "filtered", "loaded"}:
-            raise RuntimeError(f"{sf_object}: nothing extracted for run {run_key}")
+            raise NotPreparedError(f"{sf_object}: nothing extracted for run {run_key}")
         if state.status == "loaded":
-            row = conn.execute(sa.select(count_t).where(
-                count_t.c.run_key == run_key, count_t.c.sf_object == sf_object,
-                count_t.c.operation == "pull")).first()
-            return {k: getattr(row, k) for k in COUNT_KEYS} if row else {}
+            return recorded_counts(conn, run_key, "pull", sf_object).get(sf_object, {})
         counts = Counts()
         skipped = conn.execute(sa.select(count_t.c.skipped).where(
             count_t.c.run_key == run_key, count_t.c.sf_object == sf_object,
             count_t.c.operation == "pull")).scalar()
         counts.add("skipped", skipped or 0)
         mark = conn.execute(sa.select(mark_t).where(mark_t.c.sf_object == sf_object)).first()
-        loader = Loader(conn, loader_tables(tables, books), catalog, obj, counts,
+        loader = Loader(conn, tables, catalog, obj, counts,
                         max_stamp=mark.cursor_modstamp if mark else None, run_key=run_key)
         seen: set[str] = set()
         for batch in staged_batches:
@@ -526,21 +454,9 @@ def load_object(engine: Engine, tables: dict[str, sa.Table], books: dict, catalo
         elif cursor is not None:
             conn.execute(mark_t.update().where(mark_t.c.sf_object == sf_object).values(**values))
         result = counts.as_dict()
-        record_counts(conn, count_t, run_key, sf_object, "pull", result, state.api_calls)
+        record_counts(conn, run_key, sf_object, "pull", result, state.api_calls)
         conn.execute(extract_t.update().where(
             extract_t.c.run_key == run_key, extract_t.c.sf_object == sf_object).values(
             status="loaded", updated_at=utcnow()))
     return result
 
-
-def record_counts(conn: Connection, count_t: sa.Table, run_key: str, sf_object: str,
-                  operation: str, counts: dict[str, int], api_calls: int = 0) -> None:
-    key = (count_t.c.run_key == run_key, count_t.c.sf_object == sf_object,
-           count_t.c.operation == operation)
-    values = {**{k: counts.get(k, 0) for k in COUNT_KEYS}, "api_calls": api_calls,
-              "recorded_at": utcnow()}
-    if conn.execute(sa.select(count_t.c.run_key).where(*key)).first():
-        conn.execute(count_t.update().where(*key).values(**values))
-    else:
-        conn.execute(count_t.insert().values(run_key=run_key, sf_object=sf_object,
-                                             operation=operation, **values))

@@ -10,15 +10,24 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from urllib.parse import quote
 
 import requests
 
+from include.sfsync.errors import SalesforceCallError
+from include.sfsync.salesforce.soql import select
+from include.sfsync.values import csv_value
+
 API_VERSION = "59.0"
 COMPOSITE_LIMIT = 25  # sub-requests per /composite call
 COMPOSITE_QUERY_LIMIT = 5  # of which queries or collections
+
+
+def limit_hit(exc: Exception) -> bool:
+    """The exception is Salesforce's REQUEST_LIMIT_EXCEEDED (a 403 of simple-salesforce)."""
+    return "REQUEST_LIMIT_EXCEEDED" in str(getattr(exc, "content", "")) + str(exc)
 
 
 class CountingSession(requests.Session):
@@ -45,7 +54,7 @@ class SalesforceClient:
 
     @classmethod
     def from_connection(cls, conn_id: str, *, bulk_poll_seconds: float = 2.0) -> SalesforceClient:
-        from airflow.providers.salesforce.hooks.salesforce import SalesforceHook
+        from airflow.providers.salesforce.hooks.salesforce import SalesforceHook  # heavy: on use
 
         session = CountingSession()
         hook = SalesforceHook(salesforce_conn_id=conn_id, session=session)
@@ -79,7 +88,7 @@ class SalesforceClient:
         return datetime.now(UTC)
 
     def org_id(self) -> str:
-        return self.sf.query("SELECT Id FROM Organization")["records"][0]["Id"]
+        return self.sf.query(select("Organization", ["Id"]))["records"][0]["Id"]
 
     # --- composite -------------------------------------------------------------------------
 
@@ -128,9 +137,6 @@ class SalesforceClient:
     def query_url(soql: str, *, include_deleted: bool) -> str:
         return ("/queryAll/" if include_deleted else "/query/") + "?q=" + quote(soql, safe="")
 
-    def query_page(self, soql: str, *, include_deleted: bool) -> dict:
-        return self.sf.query(soql, include_deleted=include_deleted)
-
     def query_more(self, next_url: str) -> dict:
         return self.sf.query_more(next_url, identifier_is_url=True)
 
@@ -149,53 +155,3 @@ class SalesforceClient:
             for row in reader:
                 yield {h: csv_value(t, v) for h, t, v in zip(header, types, row, strict=True)}
 
-
-class SalesforceCallError(RuntimeError):
-    def __init__(self, what: str, result: dict):
-        body = result.get("body")
-        code = body[0].get("errorCode") if isinstance(body, list) and body else None
-        super().__init__(f"{what}: HTTP {result.get('status')} {code or ''} {body}")
-        self.status = result.get("status")
-        self.code = code
-
-
-def csv_value(sf_type: str, text: str):
-    """A Bulk CSV cell as REST JSON would carry it."""
-    if sf_type == "boolean":
-        return text.lower() == "true"
-    if text == "":
-        return None
-    if sf_type == "int":
-        return int(float(text))
-    if sf_type in {"double", "currency", "percent"}:
-        return float(text)
-    return text
-
-
-def parse_value(sf_type: str, value):
-    """REST JSON value -> Python value for the marketing database."""
-    if value is None:
-        return None
-    if sf_type == "datetime":
-        return parse_sf_datetime(value)
-    if sf_type == "date":
-        return date.fromisoformat(value[:10])
-    if sf_type == "int":
-        return int(value)
-    if sf_type in {"double", "currency", "percent"}:
-        return float(value)
-    if sf_type == "boolean":
-        return bool(value)
-    return value
-
-
-def parse_sf_datetime(value: str) -> datetime:
-    """``2026-11-23T05:00:00.000+0000`` (REST) or ``...000Z`` (Bulk) -> aware datetime."""
-    text = value.replace("Z", "+00:00")
-    if len(text) > 5 and text[-5] in "+-" and text[-3] != ":":
-        text = text[:-2] + ":" + text[-2:]
-    return datetime.fromisoformat(text)
-
-
-def soql_datetime(value: datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")

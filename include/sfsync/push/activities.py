@@ -32,51 +32,21 @@ from collections import Counter
 from datetime import UTC, date, datetime, time, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from more_itertools import chunked
 
-from include.sfsync import pipeline as P
-from include.sfsync import writes as W
-from include.sfsync.load import COUNT_KEYS, record_counts
-from include.sfsync.mdb import UtcDateTime, reader, utcnow
+from include.sfsync.context import SyncContext
+from include.sfsync.errors import RequestLimitExceeded, WriteInterrupted
+from include.sfsync.salesforce.writes import COLLECTION_SIZE, write_with_retries
+from include.sfsync.store.engine import reader, utcnow
+from include.sfsync.store.ledger import COUNT_KEYS, add_api_calls, record_counts, record_error
+from include.sfsync.store.schema import activity_t, ensure_activity_table
 
 log = logging.getLogger(__name__)
 
-TABLE = "marketing_activity"
 OPERATION = "push_activity"
 PAGE = 1000  # pending rows read at a time
-BATCH = 5 * W.COLLECTION_SIZE  # Tasks per write: one /composite call
+BATCH = 5 * COLLECTION_SIZE  # Tasks per write: one /composite call
 RESULT_KEYS = ("pushed", "suppressed", "ignored", "failed", "waiting", "api_calls")
-
-
-def marketing_activity_table(metadata: sa.MetaData) -> sa.Table:
-    if TABLE in metadata.tables:
-        return metadata.tables[TABLE]
-    t = sa.Table(
-        TABLE, metadata,
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-                  autoincrement=True),
-        sa.Column("person_id", sa.BigInteger, nullable=False, index=True),
-        sa.Column("activity_type", sa.Text, nullable=False),
-        sa.Column("occurred_at", UtcDateTime, nullable=False,
-                  server_default=sa.func.current_timestamp()),
-        sa.Column("detail", sa.Text),  # the form's name, the clicked link, ...
-        # Filled by the sync: null (pending), pushed, suppressed, ignored, failed.
-        sa.Column("push_status", sa.Text),
-        sa.Column("sfdc_task_id", sa.Text),
-        sa.Column("pushed_at", UtcDateTime))
-    sa.Index("ix_marketing_activity_pending", t.c.occurred_at, t.c.id,
-             sqlite_where=t.c.push_status.is_(None), postgresql_where=t.c.push_status.is_(None))
-    return t
-
-
-activity_t = marketing_activity_table(sa.MetaData())
-
-
-def ensure_activity_table(engine: Engine) -> sa.Table:
-    activity_t.create(engine, checkfirst=True)
-    for index in activity_t.indexes:
-        index.create(engine, checkfirst=True)
-    return activity_t
 
 
 def _day(value: datetime) -> date:
@@ -92,7 +62,7 @@ def task_record(prefix: str, who_id: str, occurred_at: datetime, detail: str | N
 
 
 class _Cycle:
-    def __init__(self, run_key: str, ctx: P.SyncContext):
+    def __init__(self, run_key: str, ctx: SyncContext):
         self.run_key, self.ctx = run_key, ctx
         self.settings = ctx.config.push.activities
         self.result = dict.fromkeys(RESULT_KEYS, 0)
@@ -172,7 +142,7 @@ class _Cycle:
                 if len(self.suppressed) >= PAGE:
                     self.flush()
             self.flush()
-        except W.RequestLimitExceeded as exc:
+        except RequestLimitExceeded as exc:
             log.warning("activities: %s; the rest waits for the next cycle", exc)
             self.result["stopped"] = "REQUEST_LIMIT_EXCEEDED"
         return self.result
@@ -221,11 +191,11 @@ class _Cycle:
             client = self.ctx.salesforce()
             before = client.api_calls
             try:
-                outcomes = W.write_with_retries(
+                outcomes = write_with_retries(
                     client, "POST", "Task", [(row_id, task) for _k, (row_id, task) in leaders],
                     retries=self.ctx.config.push.transient_retries)
                 self.sent += len(leaders)
-            except W.WriteInterrupted as exc:
+            except WriteInterrupted as exc:
                 # what got through before the limit (or a failed call) is marked; the rest is
                 # sent next cycle (or by the task's retry)
                 limit, outcomes = exc, exc.outcomes
@@ -233,7 +203,7 @@ class _Cycle:
                 calls = client.api_calls - before
                 self.result["api_calls"] += calls
                 self.counts["api_calls"] += calls
-                P.add_api_calls(self.ctx.engine, self.ctx.books, self.run_key, calls)
+                add_api_calls(self.ctx.engine, self.run_key, calls)
         t, now = activity_t, utcnow()
         with self.ctx.engine.begin() as conn:
             for key, (row_id, task) in leaders:
@@ -248,15 +218,14 @@ class _Cycle:
                     self.result["pushed"] += 1
                     self.counts["new"] += 1
                 else:
-                    W.record_error(conn, self.ctx.books["error"], self.run_key, "Task", outcome,
+                    record_error(conn, self.run_key, "Task", outcome,
                                    sfdc_id=None, record={"marketing_activity_id": row_id, **task})
                     conn.execute(t.update().where(t.c.id == row_id).values(
                         push_status="failed", pushed_at=now))
                     self.result["failed"] += 1
                     self.counts["failed"] += 1
-            for i in range(0, len(suppressed), PAGE):
-                conn.execute(t.update().where(t.c.id.in_(suppressed[i:i + PAGE]))
-                             .values(push_status="suppressed"))
+            for part in chunked(suppressed, PAGE):
+                conn.execute(t.update().where(t.c.id.in_(part)).values(push_status="suppressed"))
             self.result["suppressed"] += len(suppressed)
             self.counts["skipped"] += len(suppressed)
             if leaders or suppressed:
@@ -265,11 +234,11 @@ class _Cycle:
             raise limit
 
     def record_counts(self, conn) -> None:
-        record_counts(conn, self.ctx.books["count"], self.run_key, "Task", OPERATION,
+        record_counts(conn, self.run_key, "Task", OPERATION,
                       dict(self.counts), self.counts["api_calls"])
 
 
-def push_activities(run_key: str, ctx: P.SyncContext) -> dict:
+def push_activities(run_key: str, ctx: SyncContext) -> dict:
     """One cycle of logging pending marketing activities as Tasks (see the module docstring).
 
     Returns ``pushed``, ``suppressed``, ``ignored``, ``failed``, ``waiting`` (person not in

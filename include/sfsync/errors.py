@@ -1,0 +1,44 @@
+"""Every exception the sync raises on purpose (standard library only: every layer imports it).
+
+A task that fails with :class:`ConfigError` or :class:`OrgMismatchError` is not retried
+(``airflow_glue.fail_fast``): retrying cannot fix a bad configuration or the wrong org.
+"""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the file and the culprit key."""
+
+
+class OrgMismatchError(RuntimeError):
+    """The marketing database belongs to another Salesforce org."""
+
+
+class NotPreparedError(RuntimeError):
+    """A step ran before the step it works from (no stored schema, nothing extracted yet)."""
+
+
+class SalesforceCallError(RuntimeError):
+    """A sub-request of a /composite call (a query, a describe) answered with an error."""
+
+    def __init__(self, what: str, result: dict):
+        body = result.get("body")
+        code = body[0].get("errorCode") if isinstance(body, list) and body else None
+        super().__init__(f"{what}: HTTP {result.get('status')} {code or ''} {body}")
+        self.status = result.get("status")
+        self.code = code
+
+
+class WriteInterrupted(RuntimeError):
+    """A call failed in the middle of a write. ``outcomes``: what the calls before it already
+    did (keys of ``write_with_retries``, or positions for ``write_records``): records created
+    there must be settled, never sent again."""
+
+    def __init__(self, message: str, outcomes: dict | None = None):
+        super().__init__(message)
+        self.outcomes = outcomes or {}
+
+
+class RequestLimitExceeded(WriteInterrupted):
+    """The org's daily API allowance is spent: stop writing for this cycle."""

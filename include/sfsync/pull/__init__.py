@@ -1,0 +1,2 @@
+"""The pull (Salesforce -> marketing database): extract, filters, load, people, conflicts,
+duplicates."""

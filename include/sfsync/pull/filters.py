@@ -1,0 +1,81 @@
+"""Field filters, applied to staged records between extract and load.
+
+* record-level sync filters (``sync_filters``, e.g. "Do not sync to marketing"): such records are
+  dropped and counted as Skipped; a person already in the marketing database keeps its row;
+* hidden and formula fields: their values are dropped from the record (they never reach the
+  marketing database even if selected for processing);
+* "block updates" columns are enforced at load time, where the stored value is known.
+"""
+
+from __future__ import annotations
+
+import json
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from include.sfsync.catalog import PROCESSING_FIELDS, Catalog, ObjectCatalog
+from include.sfsync.errors import NotPreparedError
+from include.sfsync.store.engine import utcnow
+from include.sfsync.store.ledger import record_counts
+from include.sfsync.store.tables import BOOKS
+
+
+def keep_fields(obj: ObjectCatalog) -> set[str]:
+    processing = set(PROCESSING_FIELDS["*"]) | set(PROCESSING_FIELDS.get(obj.sf_object, ()))
+    return {f.sf_field for f in obj.synced} | processing
+
+
+def skip_reason(obj: ObjectCatalog, record: dict) -> str | None:
+    """Why a record stays out of the marketing database, or None to keep it."""
+    for flt in obj.filters:
+        if flt.field in record and record[flt.field] == flt.skip_when:
+            return f"sync filter: {flt.field} = {flt.skip_when!r}"
+    return None
+
+
+def filter_records(obj: ObjectCatalog, records: list[dict]) -> tuple[list[dict], list[str]]:
+    """(records to load with only their synced and processing fields, ids skipped by a filter)."""
+    wanted = keep_fields(obj)
+    kept, skipped = [], []
+    for rec in records:
+        if skip_reason(obj, rec):
+            skipped.append(rec["Id"])
+            continue
+        kept.append({k: v for k, v in rec.items() if k in wanted})
+    return kept, skipped
+
+
+def filter_staged(engine: Engine, catalog: Catalog, run_key: str, sf_object: str) -> dict:
+    """Apply sync filters and drop unsynced fields in staging; record the Skipped count.
+    Idempotent: a run already filtered returns what it recorded."""
+    extract_t, stage_t, count_t = BOOKS["extract"], BOOKS["stage"], BOOKS["count"]
+    obj = catalog.object(sf_object)
+    with engine.begin() as conn:
+        state = conn.execute(sa.select(extract_t).where(
+            extract_t.c.run_key == run_key, extract_t.c.sf_object == sf_object)).first()
+        if state is None or state.status == "probed":
+            raise NotPreparedError(f"{sf_object}: not extracted yet for run {run_key}")
+        if state.status in {"filtered", "loaded"}:
+            skipped = conn.execute(sa.select(count_t.c.skipped).where(
+                count_t.c.run_key == run_key, count_t.c.sf_object == sf_object)).scalar()
+            return {"object": sf_object, "skipped": skipped or 0, "kept": state.rows}
+        stage_rows = conn.execute(sa.select(stage_t.c.seq, stage_t.c.record).where(
+            stage_t.c.run_key == run_key, stage_t.c.sf_object == sf_object)).all()
+        kept, skipped = filter_records(obj, [json.loads(r.record) for r in stage_rows])
+        kept_by_id = {rec["Id"]: rec for rec in kept}
+        for row in stage_rows:
+            where = (stage_t.c.run_key == run_key, stage_t.c.sf_object == sf_object,
+                     stage_t.c.seq == row.seq)
+            rec_id = json.loads(row.record)["Id"]
+            if rec_id in kept_by_id:
+                conn.execute(stage_t.update().where(*where).values(
+                    record=json.dumps(kept_by_id[rec_id], separators=(",", ":"))))
+            else:
+                conn.execute(stage_t.delete().where(*where))
+        record_counts(conn, run_key, sf_object, "pull", {"skipped": len(skipped)},
+                      state.api_calls)
+        conn.execute(extract_t.update().where(
+            extract_t.c.run_key == run_key, extract_t.c.sf_object == sf_object).values(
+            status="filtered", rows=len(kept), updated_at=utcnow()))
+    return {"object": sf_object, "skipped": len(skipped), "kept": len(kept)}

@@ -1,0 +1,95 @@
+"""People: one ``person`` row per human, across leads and contacts.
+
+Salesforce lead and contact ids resolve to person rows; a merge in Salesforce (or a lead
+converted into an existing contact) folds one person into another: children move, blanks fill,
+the loser row goes away; rows that arrived before their person are linked once it is there.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from more_itertools import chunked
+from sqlalchemy.engine import Connection
+
+from include.sfsync.catalog import Catalog
+from include.sfsync.objects import PEOPLE
+from include.sfsync.store.engine import utcnow
+from include.sfsync.store.outbox import merge_rows
+from include.sfsync.store.tables import BOOKS
+
+
+def resolve_people(conn: Connection, person: sa.Table, sf_ids: set[str]) -> dict[str, int]:
+    """Salesforce lead/contact ids -> person ids (converted leads resolve to their person)."""
+    if not sf_ids:
+        return {}
+    out: dict[str, int] = {}
+    for part in chunked(sorted(sf_ids), 500):
+        for row in conn.execute(sa.select(person.c.id, person.c.sfdc_lead_id,
+                                          person.c.sfdc_contact_id).where(
+                sa.or_(person.c.sfdc_lead_id.in_(part), person.c.sfdc_contact_id.in_(part)))):
+            for sf_id in (row.sfdc_lead_id, row.sfdc_contact_id):
+                if sf_id in sf_ids:
+                    out[sf_id] = row.id
+    return out
+
+
+def merge_people(conn: Connection, tables: dict[str, sa.Table], loser_id: int, survivor_id: int,
+                 *, reason: str, sf_columns: set[str], sfdc_id: str | None = None,
+                 loser_wins: bool = False) -> None:
+    """Fold one person into another: children move, blanks fill, the loser row goes away.
+
+    ``loser_wins``: the loser's Salesforce values replace the survivor's (a contact absorbed by
+    its converted lead's person); otherwise they only fill the survivor's blanks.
+    """
+    person = tables["person"]
+    for table in tables.values():
+        if table.name != "person" and "person_id" in table.c:
+            conn.execute(table.update().where(table.c.person_id == loser_id)
+                         .values(person_id=survivor_id))
+    loser = conn.execute(sa.select(person).where(person.c.id == loser_id)).first()
+    survivor = conn.execute(sa.select(person).where(person.c.id == survivor_id)).first()
+    fill = {}
+    for col in person.c:
+        name = col.name
+        if name == "id" or name.startswith("sfsync_"):  # the stamps are the sync's own
+            continue
+        mine, theirs = survivor._mapping[name], loser._mapping[name]
+        if theirs is None:
+            continue
+        salesforce_side = name.startswith("sfdc_") or name in sf_columns
+        if mine is None or (loser_wins and salesforce_side and name != "sfdc_lead_id"):
+            fill[name] = theirs
+    if loser_wins:
+        fill.update(sfdc_type="Contact", sfdc_id=loser.sfdc_contact_id,
+                    sfdc_is_deleted=loser.sfdc_is_deleted)
+    conn.execute(person.delete().where(person.c.id == loser_id))
+    # The sync's own delete is not pushed. The blanks the loser filled are, so that both sides
+    # hold the merged values (unless the fill came from Salesforce itself: ``loser_wins``).
+    merge_rows(conn, "person", loser_id, survivor_id, {} if loser_wins else {
+        k: survivor._mapping[k] for k in fill if not k.startswith("sfdc_")})
+    conn.execute(person.update().where(person.c.id == survivor_id).values(**fill))
+    conn.execute(BOOKS["merge"].insert().values(
+        loser_person_id=loser_id, survivor_person_id=survivor_id, reason=reason, sfdc_id=sfdc_id,
+        merged_at=utcnow()))
+
+
+def link_people(conn: Connection, tables: dict[str, sa.Table], catalog: Catalog) -> int:
+    """Fill ``person_id`` where the person arrived after the row that points at it."""
+    fixed = 0
+    person = tables["person"]
+    for obj in catalog.ordered():
+        table = tables[obj.type.table]
+        if "person_id" not in table.c or obj.sf_object in PEOPLE:
+            continue
+        refs = [c for c in ("sfdc_contact_id", "sfdc_who_id", "sfdc_lead_id") if c in table.c]
+        refs += [f.column for f in obj.synced if f.sf_type == "reference"
+                 and set(PEOPLE) & set(f.reference_to) and f.column not in refs]
+        for ref in refs:
+            for col in ("sfdc_contact_id", "sfdc_lead_id"):
+                match = sa.select(person.c.id).where(person.c[col] == table.c[ref]) \
+                    .scalar_subquery()
+                result = conn.execute(table.update().where(
+                    table.c.person_id.is_(None), table.c[ref].is_not(None),
+                    sa.exists().where(person.c[col] == table.c[ref])).values(person_id=match))
+                fixed += result.rowcount
+    return fixed

@@ -1,0 +1,1 @@
+"""The push (marketing database -> Salesforce): people, campaigns and members, activities."""

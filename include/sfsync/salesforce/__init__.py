@@ -1,0 +1,1 @@
+"""Salesforce: the counting client, the one SOQL builder, the one read loop, the writes."""

@@ -1,0 +1,2 @@
+"""The marketing database: engine, bookkeeping tables, run ledger, synced-table schema, change
+capture and the push outbox."""

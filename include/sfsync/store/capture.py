@@ -1,0 +1,237 @@
+"""Change capture in the marketing database, for every writer (issue 4, requirement 1).
+
+Triggers on the synced tables record which row changed and which columns, in ``sfsync_change``,
+whoever wrote: psql, a BI tool, an ORM. Nobody has to call our Python API and no session state is
+involved. The sync's own writes are told apart by the two bookkeeping columns every synced table has:
+
+* the sync sets ``sfsync_created_at`` in every INSERT and a **new** ``sfsync_updated_at`` in
+  every UPDATE (the synced tables' column defaults do it: ``store.schema``); other writers
+  leave both alone;
+* so an INSERT is captured only when ``sfsync_created_at`` is null, an UPDATE only when
+  ``sfsync_updated_at`` did not change (``IS NOT DISTINCT FROM``), and only when some other
+  column changed (an ORM rewriting equal values records nothing);
+* a DELETE is always captured (the sync deletes synced rows only when it merges people).
+
+``columns`` lists the changed columns, comma-separated, in alphabetical order, ``sfsync_*``
+columns left out; for an insert, every column but ``id`` and ``sfsync_*``; null for a delete.
+``old_values`` (JSON) holds, for an update, the changed columns' values before the change (the
+base a conflict is judged against) and, for a delete, the row's ``sfdc_id``.
+
+``store.outbox.fold`` moves captured changes into ``sfsync_outbox``, one row per changed synced
+row: what the push has to send, with the base values, its state (pending, failed, quarantined)
+and attempts. The pull reads the outbox to detect conflicts before it overwrites a local edit.
+
+SQLite triggers name their columns, so :func:`install_triggers` regenerates them from the
+table's current columns (call it again after columns were added). PostgreSQL uses one generic
+plpgsql function that compares ``to_jsonb(NEW)`` with ``to_jsonb(OLD)``, so new columns are
+covered at once. Both installs are idempotent and change nothing when nothing needs changing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import sqlalchemy as sa
+from more_itertools import chunked
+from sqlalchemy.engine import Engine
+
+from include.sfsync.store.tables import (
+    BOOKKEEPING_PREFIX,
+    CHANGE_TABLE,
+    change_t,
+    create_tables,
+    outbox_t,
+)
+
+PG_FUNCTION = "sfsync_capture"
+PG_TRIGGER = "sfsync_capture"
+OPS = ("insert", "update", "delete")
+_REQUIRED = ("id", "sfsync_created_at", "sfsync_updated_at")
+PG_LOCK = 0x5F5C_4A9E  # advisory lock key: one installer (or folder, per table) at a time
+
+
+# --- installing the triggers ------------------------------------------------------------------
+
+def install_triggers(engine: Engine, tables: Iterable[sa.Table | str]) -> None:
+    """Create ``sfsync_change`` if missing and (re)create the capture triggers of ``tables``.
+
+    Safe to call every cycle and after columns were added: only what differs is rewritten.
+    """
+    names = [t if isinstance(t, str) else t.name for t in tables]
+    create_tables(engine, [change_t, outbox_t])
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_LOCK})
+        inspector = sa.inspect(conn)
+        current = {name: [c["name"] for c in inspector.get_columns(name)] for name in names}
+        for name, columns in current.items():
+            if name.startswith(BOOKKEEPING_PREFIX):
+                raise ValueError(f"{name!r} is a bookkeeping table; it is never captured")
+            missing = [c for c in _REQUIRED if c not in columns]
+            if missing:
+                raise ValueError(f"table {name!r} has no column {', '.join(missing)}")
+        if conn.dialect.name == "sqlite":
+            for name, columns in current.items():
+                _install_sqlite(conn, name, columns)
+        elif conn.dialect.name == "postgresql":
+            schema = conn.execute(sa.text("SELECT current_schema()")).scalar_one()
+            _install_postgres_function(conn, schema)
+            for name in names:
+                _install_postgres_trigger(conn, schema, name)
+        else:
+            raise NotImplementedError(f"change capture on {conn.dialect.name}")
+
+
+def remove_triggers(engine: Engine, tables: Iterable[sa.Table | str]) -> None:
+    """Drop the capture triggers of ``tables`` (``sfsync_change`` and its rows stay)."""
+    names = [t if isinstance(t, str) else t.name for t in tables]
+    with engine.begin() as conn:
+        for name in names:
+            if conn.dialect.name == "sqlite":
+                for op in OPS:
+                    conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {_q(_sqlite_trigger(name, op))}")
+            else:
+                conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {PG_TRIGGER} ON {_q(name)}")
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _captured(columns: Sequence[str]) -> list[str]:
+    return sorted(c for c in columns if not c.startswith(BOOKKEEPING_PREFIX))
+
+
+# SQLite ----------------------------------------------------------------------------------------
+
+# 'now' as the naive UTC text UtcDateTime stores (microseconds: six digits).
+_SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f', 'now') || '000'"
+
+
+def _sqlite_trigger(table: str, op: str) -> str:
+    return f"sfsync_capture_{table}_{op}"
+
+
+def sqlite_trigger_sql(table: str, columns: Sequence[str]) -> dict[str, str]:
+    """The three triggers of ``table`` with the given columns: trigger name -> CREATE TRIGGER."""
+    t, tn = _q(table), _lit(table)
+    insert_cols = ",".join(c for c in _captured(columns) if c != "id")
+    into = f"INSERT INTO {CHANGE_TABLE} (table_name, row_id, op, columns, old_values, changed_at)"
+    # One (name, old value) row per changed column. A compound SELECT has at most 500 terms in
+    # SQLite, so wide tables are split into chunks that are unioned again.
+    terms = [f"SELECT {_lit(c)} AS k, OLD.{_q(c)} AS v WHERE NEW.{_q(c)} IS NOT OLD.{_q(c)}"
+             for c in _captured(columns)]
+    chunks = [" UNION ALL ".join(part) for part in chunked(terms, 200)]
+    changed = " UNION ALL ".join(f"SELECT k, v FROM ({chunk})" for chunk in chunks) \
+        or "SELECT NULL AS k, NULL AS v WHERE 0"
+    sfdc_id = "OLD.sfdc_id" if "sfdc_id" in columns else "NULL"
+    return {
+        _sqlite_trigger(table, "insert"): (
+            f"CREATE TRIGGER {_q(_sqlite_trigger(table, 'insert'))} AFTER INSERT ON {t} "
+            "FOR EACH ROW WHEN NEW.sfsync_created_at IS NULL BEGIN "
+            f"{into} VALUES ({tn}, NEW.id, 'insert', {_lit(insert_cols)}, NULL, {_SQLITE_NOW}); "
+            "END"),
+        _sqlite_trigger(table, "update"): (
+            f"CREATE TRIGGER {_q(_sqlite_trigger(table, 'update'))} AFTER UPDATE ON {t} "
+            "FOR EACH ROW WHEN NEW.sfsync_updated_at IS OLD.sfsync_updated_at BEGIN "
+            f"{into} SELECT {tn}, NEW.id, 'update', group_concat(d.k, ','), "
+            f"json_group_object(d.k, d.v), {_SQLITE_NOW} FROM ({changed}) AS d "
+            "HAVING count(*) > 0; END"),
+        _sqlite_trigger(table, "delete"): (
+            f"CREATE TRIGGER {_q(_sqlite_trigger(table, 'delete'))} AFTER DELETE ON {t} "
+            f"FOR EACH ROW BEGIN {into} VALUES ({tn}, OLD.id, 'delete', NULL, "
+            f"json_object('sfdc_id', {sfdc_id}), {_SQLITE_NOW}); END"),
+    }
+
+
+def _install_sqlite(conn, table: str, columns: Sequence[str]) -> None:
+    wanted = sqlite_trigger_sql(table, columns)
+    have = dict(conn.execute(sa.text(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = :t"),
+        {"t": table}).all())
+    for name, sql in wanted.items():
+        if have.get(name) == sql:
+            continue  # unchanged: no schema change, no invalidated statements elsewhere
+        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {_q(name)}")
+        conn.exec_driver_sql(sql)
+
+
+# PostgreSQL ------------------------------------------------------------------------------------
+
+def _pg_function_body(schema: str) -> str:
+    change = f"{_q(schema)}.{CHANGE_TABLE}"
+    return f"""
+DECLARE
+    cols text;
+    old_json text;
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        INSERT INTO {change} (table_name, row_id, op, columns, old_values, changed_at)
+        VALUES (TG_TABLE_NAME, OLD.id, 'delete', NULL,
+                jsonb_build_object('sfdc_id', to_jsonb(OLD) -> 'sfdc_id')::text, now());
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        IF NEW.sfsync_created_at IS NOT NULL THEN
+            RETURN NULL;  -- the sync's own insert
+        END IF;
+        SELECT string_agg(k, ',' ORDER BY k) INTO cols
+        FROM jsonb_object_keys(to_jsonb(NEW)) AS k
+        WHERE k <> 'id' AND left(k, 7) <> 'sfsync_';
+        INSERT INTO {change} (table_name, row_id, op, columns, changed_at)
+        VALUES (TG_TABLE_NAME, NEW.id, 'insert', coalesce(cols, ''), now());
+        RETURN NULL;
+    END IF;
+    IF NEW.sfsync_updated_at IS DISTINCT FROM OLD.sfsync_updated_at THEN
+        RETURN NULL;  -- the sync's own update
+    END IF;
+    SELECT string_agg(n.key, ',' ORDER BY n.key), jsonb_object_agg(n.key, o.value)::text
+    INTO cols, old_json
+    FROM jsonb_each(to_jsonb(NEW)) AS n
+    LEFT JOIN jsonb_each(to_jsonb(OLD)) AS o ON o.key = n.key
+    WHERE left(n.key, 7) <> 'sfsync_' AND n.value IS DISTINCT FROM o.value;
+    IF cols IS NOT NULL THEN
+        INSERT INTO {change} (table_name, row_id, op, columns, old_values, changed_at)
+        VALUES (TG_TABLE_NAME, NEW.id, 'update', cols, old_json, now());
+    END IF;
+    RETURN NULL;
+END
+"""
+
+
+def _install_postgres_function(conn, schema: str) -> None:
+    body = _pg_function_body(schema)
+    have = conn.execute(sa.text(
+        "SELECT p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE n.nspname = :s AND p.proname = :f"), {"s": schema, "f": PG_FUNCTION}).scalar()
+    if have == body:
+        return
+    # SECURITY DEFINER: other writers need no privilege on sfsync_change; a fixed search_path
+    # (every name above is qualified) keeps their session settings out of the function.
+    conn.exec_driver_sql(
+        f"CREATE OR REPLACE FUNCTION {_q(schema)}.{PG_FUNCTION}() RETURNS trigger "
+        "LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp "
+        f"AS {_dollar(body)}")
+
+
+def _dollar(body: str) -> str:
+    tag = "$sfsync$"
+    assert tag not in body
+    return f"{tag}{body}{tag}"
+
+
+def _install_postgres_trigger(conn, schema: str, table: str) -> None:
+    exists = conn.execute(sa.text(
+        "SELECT 1 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = :s AND c.relname = :t AND t.tgname = :g"),
+        {"s": schema, "t": table, "g": PG_TRIGGER}).first()
+    if exists:
+        return  # generic: new columns need no new trigger (and no lock on the table)
+    conn.exec_driver_sql(
+        f"CREATE TRIGGER {PG_TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON "
+        f"{_q(schema)}.{_q(table)} FOR EACH ROW EXECUTE FUNCTION {_q(schema)}.{PG_FUNCTION}()")

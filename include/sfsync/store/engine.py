@@ -1,0 +1,119 @@
+"""The marketing database's engine (SQLite or PostgreSQL, from the Airflow connection's own
+hook), its UTC timestamp type, and the stamps that mark the sync's own writes.
+
+SQLite runs in WAL mode and writers issue ``BEGIN IMMEDIATE``, so parallel tasks queue
+instead of failing on a lock upgrade; readers (:func:`reader`) never wait for a writer.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+
+class UtcDateTime(sa.types.TypeDecorator):
+    """Aware UTC datetimes in Python; timestamptz on PostgreSQL, naive UTC text on SQLite."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(sa.DateTime(timezone=False))
+        return dialect.type_descriptor(sa.DateTime(timezone=True))
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def id_column() -> sa.Column:
+    """A table's own id: BIGINT on PostgreSQL, SQLite's INTEGER (its row id) there."""
+    return sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+                     autoincrement=True)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+_last_stamp = datetime.min.replace(tzinfo=UTC)
+
+
+def fresh_stamp() -> datetime:
+    """Now, strictly later than every earlier stamp of this process. Every sync write sets
+    ``sfsync_updated_at`` to a new value (the synced tables' column default and onupdate):
+    that is how the capture triggers tell the sync's own writes apart, so a second write to a
+    row must never reuse the first one's stamp."""
+    global _last_stamp
+    now = utcnow()
+    if now <= _last_stamp:
+        now = _last_stamp + timedelta(microseconds=1)
+    _last_stamp = now
+    return now
+
+
+def _on_sqlite_connect(dbapi_connection, _record):
+    dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (see _on_begin)
+    cur = dbapi_connection.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=60000")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def _on_begin(conn):
+    # Writers take the write lock up front, so two writers queue (busy_timeout) instead of one
+    # failing on a lock upgrade; readers (see ``reader``) never block behind a writer in WAL.
+    read_only = conn.get_execution_options().get("sfsync_read_only")
+    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def reader(engine: Engine) -> Engine:
+    """The same database for reads only: on SQLite a read never waits for a writer."""
+    return engine.execution_options(sfsync_read_only=True)
+
+
+def _prepared(engine: Engine) -> Engine:
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _on_sqlite_connect)
+        sa.event.listen(engine, "begin", _on_begin)
+    return engine
+
+
+def _engine_kwargs(url: str | sa.URL) -> dict:
+    if str(url).startswith("sqlite"):
+        return {"connect_args": {"timeout": 60}}
+    return {"pool_pre_ping": True}
+
+
+def create_engine(url: str) -> Engine:
+    """An engine for a SQLAlchemy URL (``sqlite:///...``, ``postgresql://...``)."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    return _prepared(sa.create_engine(url, **_engine_kwargs(url)))
+
+
+def engine_for(conn_id: str) -> Engine:
+    """The engine of an Airflow connection (``sqlite`` or ``postgres``), made by the
+    connection's own hook, so every connection form Airflow accepts works."""
+    from airflow.sdk import BaseHook  # Airflow's SDK: only where a connection is looked up
+
+    conn = BaseHook.get_connection(conn_id)
+    if conn.conn_type not in {"sqlite", "postgres", "postgresql"}:
+        raise ValueError(f"connection {conn_id!r} has type {conn.conn_type!r}; sfsync supports "
+                         "'sqlite' and 'postgres'")
+    hook = conn.get_hook()
+    return _prepared(hook.get_sqlalchemy_engine(
+        engine_kwargs=_engine_kwargs("sqlite" if conn.conn_type == "sqlite" else "postgresql")))

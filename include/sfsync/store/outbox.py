@@ -1,0 +1,225 @@
+"""The push outbox (``sfsync_outbox``): one row per synced row with local changes not yet in
+Salesforce, folded from the captured changes (``sfsync_change``, see ``store.capture``).
+
+Each entry keeps the changed columns, their base values (what Salesforce had when the first
+change was made: a conflict is judged against it), its state (pending, failed, quarantined),
+its attempts and a version that every fold bumps: a push that read an older version never
+drops or overwrites changes folded after it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+import sqlalchemy as sa
+from more_itertools import chunked
+
+from include.sfsync.store.capture import PG_LOCK
+from include.sfsync.store.engine import UtcDateTime, utcnow
+from include.sfsync.store.tables import change_t, outbox_t
+
+PENDING, FAILED, QUARANTINED = "pending", "failed", "quarantined"
+
+
+@dataclass
+class OutboxEntry:
+    table_name: str
+    row_id: int
+    op: str
+    created: bool
+    columns: list[str]
+    base: dict
+    sfdc_id: str | None
+    status: str
+    attempts: int = 0
+    version: int = 0
+
+    @classmethod
+    def of(cls, row) -> OutboxEntry:
+        return cls(row.table_name, row.row_id, row.op, bool(row.created), json.loads(row.columns),
+                   json.loads(row.base), row.sfdc_id, row.status, row.attempts, row.version)
+
+
+def fold(conn, table_names: Iterable[str]) -> int:
+    """Move the captured, unprocessed changes of ``table_names`` into the outbox (in the
+    caller's transaction). The first change of a column keeps its base value; a new change of
+    a failed row makes it pending again. Returns how many changes were folded."""
+    names = list(table_names)
+    if conn.dialect.name == "postgresql":  # one folder per table at a time (SQLite: one writer)
+        for name in sorted(names):
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k, hashtext(:t))"),
+                         {"k": PG_LOCK, "t": name})
+    changes = conn.execute(sa.select(change_t).where(
+        change_t.c.table_name.in_(names), change_t.c.processed_at.is_(None))
+        .order_by(change_t.c.id)).all()
+    if not changes:
+        return 0
+    keys = sorted({(c.table_name, c.row_id) for c in changes})
+    entries: dict[tuple[str, int], OutboxEntry] = {}
+    for name in names:
+        row_ids = [k[1] for k in keys if k[0] == name]
+        for part in chunked(row_ids, 500):
+            for row in conn.execute(sa.select(outbox_t).where(
+                    outbox_t.c.table_name == name, outbox_t.c.row_id.in_(part))):
+                entries[(name, row.row_id)] = OutboxEntry.of(row)
+    known = set(entries)
+    first_at: dict[tuple[str, int], datetime] = {}
+    last_at: dict[tuple[str, int], datetime] = {}
+    gone: set[tuple[str, int]] = set()
+    for c in changes:
+        key = (c.table_name, c.row_id)
+        first_at.setdefault(key, c.changed_at)
+        last_at[key] = c.changed_at
+        entry = entries.get(key)
+        columns = [x for x in (c.columns or "").split(",") if x]
+        if c.op == "delete":
+            sfdc_id = json.loads(c.old_values or "{}").get("sfdc_id")
+            if entry is not None and entry.created and not sfdc_id:
+                entries.pop(key)  # created and deleted before it ever reached Salesforce
+                gone.add(key)
+                continue
+            entries[key] = OutboxEntry(c.table_name, c.row_id, "delete", False, [], {}, sfdc_id,
+                                       PENDING, 0, entry.version if entry else 0)
+            continue
+        if entry is None or entry.op == "delete":
+            entry = entries[key] = OutboxEntry(c.table_name, c.row_id, "upsert",
+                                               c.op == "insert", [], {}, None, PENDING,
+                                               entry.attempts if entry else 0,
+                                               entry.version if entry else 0)
+        old = json.loads(c.old_values or "{}")
+        for col in columns:
+            if col not in entry.columns:
+                entry.columns.append(col)
+                if c.op == "update" and not entry.created:
+                    entry.base[col] = old.get(col)
+        entry.columns.sort()
+        if entry.status == FAILED:
+            entry.status = PENDING  # the record changed again: worth another try
+    now = utcnow()
+    for key in gone & known:
+        conn.execute(outbox_t.delete().where(outbox_t.c.table_name == key[0],
+                                             outbox_t.c.row_id == key[1]))
+    for key, entry in entries.items():
+        if key not in first_at:
+            continue
+        values = {"op": entry.op, "created": entry.created, "columns": json.dumps(entry.columns),
+                  "base": json.dumps(entry.base, default=str), "sfdc_id": entry.sfdc_id,
+                  "status": entry.status, "attempts": entry.attempts,
+                  "version": entry.version + 1, "changed_at": last_at[key],
+                  "updated_at": now}
+        where = (outbox_t.c.table_name == key[0], outbox_t.c.row_id == key[1])
+        # the entry may have been dropped since it was read (a push finished): insert it again
+        if key not in known or not conn.execute(outbox_t.update().where(*where).values(
+                **values)).rowcount:
+            conn.execute(outbox_t.insert().values(table_name=key[0], row_id=key[1],
+                                                  first_changed_at=first_at[key], **values))
+    for part in chunked([c.id for c in changes], 500):
+        conn.execute(change_t.update().where(change_t.c.id.in_(part)).values(processed_at=now))
+    return len(changes)
+
+
+def outbox_entries(conn, table_name: str, row_ids: Iterable[int] | None = None, *,
+                   status: str | None = None) -> dict[int, OutboxEntry]:
+    """Outbox rows of one table (of the given rows, or all), by row id."""
+    query = sa.select(outbox_t).where(outbox_t.c.table_name == table_name)
+    if status is not None:
+        query = query.where(outbox_t.c.status == status)
+    if row_ids is None:
+        return {r.row_id: OutboxEntry.of(r) for r in conn.execute(query.order_by(
+            outbox_t.c.first_changed_at, outbox_t.c.row_id))}
+    out: dict[int, OutboxEntry] = {}
+    for part in chunked(sorted(set(row_ids)), 500):
+        for r in conn.execute(query.where(outbox_t.c.row_id.in_(part))):
+            out[r.row_id] = OutboxEntry.of(r)
+    return out
+
+
+def _same_version(entry: OutboxEntry):
+    return (outbox_t.c.table_name == entry.table_name, outbox_t.c.row_id == entry.row_id,
+            outbox_t.c.version == entry.version)
+
+
+def save_entry(conn, entry: OutboxEntry, **extra) -> bool:
+    """Write back an entry's columns, base, status and attempts (and ``extra`` columns), unless
+    a fold changed it since it was read (then the newer changes stand). True if written."""
+    written = conn.execute(outbox_t.update().where(*_same_version(entry)).values(
+        columns=json.dumps(sorted(entry.columns)), base=json.dumps(entry.base, default=str),
+        status=entry.status, attempts=entry.attempts, version=entry.version + 1,
+        updated_at=utcnow(), **extra)).rowcount == 1
+    if written:
+        entry.version += 1
+    return written
+
+
+def merge_rows(conn, table_name: str, loser_id: int, survivor_id: int, filled: dict) -> None:
+    """The sync merged row ``loser_id`` into ``survivor_id`` and deleted it: the delete is not a
+    change to push, the loser's outbox entry goes; ``filled`` (column -> the survivor's value
+    before the merge, its base) become the survivor's changes to push."""
+    conn.execute(change_t.update().where(
+        change_t.c.table_name == table_name, change_t.c.row_id == loser_id,
+        change_t.c.processed_at.is_(None)).values(processed_at=utcnow()))
+    conn.execute(outbox_t.delete().where(outbox_t.c.table_name == table_name,
+                                         outbox_t.c.row_id == loser_id))
+    if not filled:
+        return
+    survivor = outbox_entries(conn, table_name, [survivor_id]).get(survivor_id)
+    if survivor is None or survivor.op != "upsert":
+        now = utcnow()
+        conn.execute(outbox_t.delete().where(outbox_t.c.table_name == table_name,
+                                             outbox_t.c.row_id == survivor_id))
+        conn.execute(outbox_t.insert().values(
+            table_name=table_name, row_id=survivor_id, op="upsert", created=False,
+            columns=json.dumps(sorted(filled)), base=json.dumps(filled, default=str),
+            status=PENDING, attempts=0, first_changed_at=now, changed_at=now, updated_at=now))
+        return
+    for col, before in filled.items():
+        if col not in survivor.columns:
+            survivor.columns.append(col)
+            survivor.base[col] = before
+    save_entry(conn, survivor)
+
+
+def drop_entry(conn, entry: OutboxEntry) -> None:
+    """Done with the entry, unless a fold added changes since it was read (they stay)."""
+    conn.execute(outbox_t.delete().where(*_same_version(entry)))
+
+
+def stored_value(column: sa.Column, value):
+    """A value from ``old_values`` JSON as the column reads it (SQLite and PostgreSQL keep
+    booleans and timestamps differently in JSON)."""
+    if value is None:
+        return None
+    kind = column.type
+    if isinstance(kind, sa.Boolean):
+        return bool(value)
+    if isinstance(kind, (UtcDateTime, sa.DateTime)):
+        parsed = datetime.fromisoformat(str(value))
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    if isinstance(kind, sa.Date):
+        return date.fromisoformat(str(value)[:10])
+    if isinstance(kind, (sa.Integer, sa.BigInteger)):
+        return int(value)
+    if isinstance(kind, (sa.Float, sa.Numeric)):
+        return float(value)
+    return value if isinstance(value, str) else str(value)
+
+
+def count_pending(conn, table_name: str) -> int:
+    return conn.execute(sa.select(sa.func.count()).select_from(outbox_t).where(
+        outbox_t.c.table_name == table_name, outbox_t.c.status == PENDING)).scalar()
+
+
+def retry_rows(conn, table_name: str | None, row_ids: Iterable[int] | None = None, *,
+               quarantined_only: bool = False) -> int:
+    """Failed or quarantined changes (of one table's ``row_ids``, or all) become pending."""
+    where = [outbox_t.c.status != PENDING]
+    if table_name is not None:
+        where.append(outbox_t.c.table_name == table_name)
+    if row_ids is not None:
+        where.append(outbox_t.c.row_id.in_(sorted(row_ids)))
+    if quarantined_only:
+        where.append(outbox_t.c.status == QUARANTINED)
+    return conn.execute(outbox_t.update().where(*where).values(status=PENDING)).rowcount

@@ -1,0 +1,208 @@
+"""The sync's bookkeeping tables (``sfsync_*``): one definition each, created and evolved in
+place (a newer sfsync adds columns to existing tables, never drops any)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from include.sfsync.store.engine import UtcDateTime, id_column
+
+BOOKKEEPING_PREFIX = "sfsync_"
+CHANGE_TABLE = "sfsync_change"
+OUTBOX_TABLE = "sfsync_outbox"
+
+
+def create_tables(engine: Engine, tables) -> None:
+    """Create bookkeeping ``tables`` that are missing and add the columns a newer sfsync added
+    to existing ones (nullable or with a server default, so existing rows stay valid)."""
+    tables = list(tables)
+    for table in tables:
+        table.create(engine, checkfirst=True)
+    with engine.begin() as conn:
+        inspector = sa.inspect(conn)
+        for table in tables:
+            have = {c["name"] for c in inspector.get_columns(table.name)}
+            for col in table.columns:
+                if col.name in have:
+                    continue
+                ddl = f'ALTER TABLE "{table.name}" ADD COLUMN "{col.name}" ' \
+                      f"{col.type.compile(dialect=engine.dialect)}"
+                if col.server_default is not None:
+                    ddl += f" DEFAULT {col.server_default.arg}"
+                    ddl += "" if col.nullable else " NOT NULL"
+                conn.exec_driver_sql(ddl)
+        for table in tables:
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)
+
+
+def bookkeeping(metadata: sa.MetaData) -> dict[str, sa.Table]:
+    """Every bookkeeping table, by short name (``run`` is ``sfsync_run``), in ``metadata``."""
+    t = {}
+    t["watermark"] = sa.Table(
+        "sfsync_watermark", metadata,
+        sa.Column("sf_object", sa.Text, primary_key=True),
+        sa.Column("cursor_modstamp", UtcDateTime),  # highest SystemModstamp loaded
+        sa.Column("cursor_id", sa.Text),
+        sa.Column("covered_until", UtcDateTime),  # latestDateCovered of the last probe
+        sa.Column("full_copy_done", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("formula_refreshed_at", UtcDateTime),
+        sa.Column("reconciled_at", UtcDateTime),
+        sa.Column("updated_at", UtcDateTime))
+    t["run"] = sa.Table(
+        "sfsync_run", metadata,
+        sa.Column("run_key", sa.Text, primary_key=True),
+        sa.Column("dag_id", sa.Text), sa.Column("kind", sa.Text),
+        sa.Column("status", sa.Text, nullable=False),  # running, success, failed
+        sa.Column("started_at", UtcDateTime), sa.Column("ended_at", UtcDateTime),
+        sa.Column("api_calls", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("message", sa.Text),
+        sa.Column("push_stopped", sa.Text))  # why the run's push stopped (request limit)
+    t["count"] = sa.Table(
+        "sfsync_count", metadata,
+        sa.Column("run_key", sa.Text, primary_key=True),
+        sa.Column("sf_object", sa.Text, primary_key=True),
+        sa.Column("operation", sa.Text, primary_key=True),  # pull, pull_deletes, ...
+        *[sa.Column(n, sa.Integer, nullable=False, server_default="0")
+          for n in ("new", "updated", "deleted", "skipped", "failed")],
+        sa.Column("api_calls", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("recorded_at", UtcDateTime))
+    t["error"] = sa.Table(
+        "sfsync_error", metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("run_key", sa.Text), sa.Column("sf_object", sa.Text),
+        sa.Column("direction", sa.Text), sa.Column("sfdc_id", sa.Text),
+        sa.Column("field", sa.Text), sa.Column("error_code", sa.Text),
+        sa.Column("message", sa.Text), sa.Column("record", sa.Text),
+        sa.Column("created_at", UtcDateTime))
+    t["org_lock"] = sa.Table(
+        "sfsync_org_lock", metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("org_id", sa.Text, nullable=False),
+        sa.Column("instance_url", sa.Text),
+        sa.Column("locked_at", UtcDateTime))
+    t["duplicate"] = sa.Table(
+        "sfsync_duplicate", metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("rule", sa.Text, nullable=False),
+        sa.Column("person_id", sa.BigInteger, nullable=False),
+        sa.Column("duplicate_of_person_id", sa.BigInteger, nullable=False),
+        sa.Column("reason", sa.Text),
+        sa.Column("detected_at", UtcDateTime),
+        sa.UniqueConstraint("rule", "person_id", "duplicate_of_person_id",
+                            name="uq_sfsync_duplicate"))
+    t["field"] = sa.Table(
+        "sfsync_field", metadata,
+        sa.Column("sf_object", sa.Text, primary_key=True),
+        sa.Column("sf_field", sa.Text, primary_key=True),
+        sa.Column("sf_type", sa.Text),
+        sa.Column("table_name", sa.Text), sa.Column("column_name", sa.Text),
+        sa.Column("direction", sa.Text),
+        sa.Column("synced", sa.Boolean, nullable=False),
+        sa.Column("reason", sa.Text),
+        sa.Column("needs_backfill", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("updated_at", UtcDateTime))
+    t["stage"] = sa.Table(
+        "sfsync_stage", metadata,
+        sa.Column("run_key", sa.Text, primary_key=True),
+        sa.Column("sf_object", sa.Text, primary_key=True),
+        sa.Column("seq", sa.Integer, primary_key=True),
+        sa.Column("record", sa.Text, nullable=False))
+    t["extract"] = sa.Table(
+        "sfsync_extract", metadata,
+        sa.Column("run_key", sa.Text, primary_key=True),
+        sa.Column("sf_object", sa.Text, primary_key=True),
+        sa.Column("status", sa.Text, nullable=False),  # probed, extracted, loaded
+        sa.Column("mode", sa.Text),  # idle, rest, bulk, full
+        sa.Column("next_url", sa.Text),
+        sa.Column("rows", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("cursor_from", UtcDateTime),
+        sa.Column("covered_until", UtcDateTime),
+        sa.Column("deleted_ids", sa.Text),  # JSON list from the deleted endpoint
+        sa.Column("api_calls", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("updated_at", UtcDateTime))
+    t["copy_window"] = sa.Table(
+        "sfsync_copy_window", metadata,
+        sa.Column("sf_object", sa.Text, primary_key=True),
+        sa.Column("window_start", UtcDateTime, primary_key=True),
+        sa.Column("window_end", UtcDateTime, primary_key=True),
+        sa.Column("status", sa.Text, nullable=False),  # running, done
+        sa.Column("copied", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("resume_created", UtcDateTime), sa.Column("resume_id", sa.Text),
+        sa.Column("started_at", UtcDateTime), sa.Column("finished_at", UtcDateTime))
+    t["merge"] = sa.Table(
+        "sfsync_merge", metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("loser_person_id", sa.BigInteger, nullable=False),
+        sa.Column("survivor_person_id", sa.BigInteger, nullable=False),
+        sa.Column("reason", sa.Text), sa.Column("sfdc_id", sa.Text),
+        sa.Column("merged_at", UtcDateTime))
+    t["conflict"] = sa.Table(
+        "sfsync_conflict", metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("run_key", sa.Text), sa.Column("table_name", sa.Text, nullable=False),
+        sa.Column("row_id", sa.BigInteger, nullable=False),
+        sa.Column("sf_object", sa.Text), sa.Column("sfdc_id", sa.Text),
+        sa.Column("column_name", sa.Text, nullable=False), sa.Column("sf_field", sa.Text),
+        sa.Column("marketing_value", sa.Text), sa.Column("salesforce_value", sa.Text),
+        sa.Column("base_value", sa.Text),  # both sides had this before they changed it
+        sa.Column("winner", sa.Text, nullable=False),  # marketing, salesforce
+        sa.Column("detected_at", UtcDateTime))
+    t["describe"] = sa.Table(
+        "sfsync_describe", metadata,
+        sa.Column("sf_object", sa.Text, primary_key=True),
+        sa.Column("describe", sa.Text, nullable=False),
+        sa.Column("fetched_at", UtcDateTime))
+    t["change"] = change_table(metadata)
+    t["outbox"] = outbox_table(metadata)
+    return t
+
+
+def change_table(metadata: sa.MetaData) -> sa.Table:
+    """``sfsync_change``: one row per captured insert, update or delete."""
+    t = sa.Table(
+        CHANGE_TABLE, metadata,
+        id_column(),
+        sa.Column("table_name", sa.Text, nullable=False),
+        sa.Column("row_id", sa.BigInteger, nullable=False),  # the synced table's id
+        sa.Column("op", sa.Text, nullable=False),  # insert, update, delete
+        sa.Column("columns", sa.Text),  # comma-separated; null for a delete
+        sa.Column("old_values", sa.Text),  # JSON: see the module docstring
+        sa.Column("changed_at", UtcDateTime, nullable=False),
+        sa.Column("processed_at", UtcDateTime))
+    sa.Index("ix_sfsync_change_pending", t.c.table_name, t.c.id,
+             sqlite_where=t.c.processed_at.is_(None),
+             postgresql_where=t.c.processed_at.is_(None))
+    return t
+
+
+def outbox_table(metadata: sa.MetaData) -> sa.Table:
+    """``sfsync_outbox``: one row per synced row with local changes not yet in Salesforce."""
+    return sa.Table(
+        OUTBOX_TABLE, metadata,
+        sa.Column("table_name", sa.Text, primary_key=True),
+        sa.Column("row_id", sa.BigInteger, primary_key=True),
+        sa.Column("op", sa.Text, nullable=False),  # upsert, delete
+        sa.Column("created", sa.Boolean, nullable=False),  # inserted by another writer
+        sa.Column("columns", sa.Text, nullable=False),  # JSON list of changed columns
+        sa.Column("base", sa.Text, nullable=False),  # JSON: column -> value Salesforce has
+        sa.Column("sfdc_id", sa.Text),  # of a deleted row
+        sa.Column("status", sa.Text, nullable=False),  # pending, failed, quarantined
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        # bumped by every fold: a push that read an older version leaves newer changes alone
+        sa.Column("version", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("last_error", sa.Text),
+        sa.Column("first_changed_at", UtcDateTime),
+        sa.Column("changed_at", UtcDateTime),
+        sa.Column("updated_at", UtcDateTime))
+
+
+BOOKS = bookkeeping(sa.MetaData())
+change_t, outbox_t = BOOKS["change"], BOOKS["outbox"]
+
+
+def ensure_bookkeeping(engine: Engine) -> dict[str, sa.Table]:
+    """Create (or evolve) every bookkeeping table; returns them by short name."""
+    create_tables(engine, BOOKS.values())
+    return BOOKS
