@@ -209,12 +209,14 @@ class AsgiApp:
             log.exception("unhandled error for %s %s", req.method, req.path)
             response = error_response(ApiError(500, "UNKNOWN_EXCEPTION",
                                                "An unexpected error occurred."))
-        out_headers = [(k.lower().encode(), str(v).encode()) for k, v in response.headers.items()]
+        # Salesforce's casing (Sforce-Locator, Sforce-Limit-Info, Content-Type): some clients
+        # look headers up case-sensitively.
+        out_headers = [(k.encode(), str(v).encode()) for k, v in response.headers.items()]
         # The org's clock, as a real server's Date header carries the server's time.
-        out_headers.append((b"date", formatdate(self.dispatch.org.now().timestamp(),
+        out_headers.append((b"Date", formatdate(self.dispatch.org.now().timestamp(),
                                                 usegmt=True).encode()))
         if response.content_type:
-            out_headers.append((b"content-type", response.content_type.encode()))
+            out_headers.append((b"Content-Type", response.content_type.encode()))
         await send({"type": "http.response.start", "status": response.status,
                     "headers": out_headers})
         await send({"type": "http.response.body", "body": response.body})
@@ -243,7 +245,8 @@ class EmulatorServer:
     def _config(self) -> uvicorn.Config:
         return uvicorn.Config(AsgiApp(self.org), host="127.0.0.1", port=self.requested_port,
                               ssl_certfile=str(self.tls["cert"]), ssl_keyfile=str(self.tls["key"]),
-                              log_level="warning", access_log=False, lifespan="off",
+                              # h11 writes header names as given (httptools lowercases them)
+                              http="h11", log_level="warning", access_log=False, lifespan="off",
                               timeout_keep_alive=30, date_header=False,
                               timeout_graceful_shutdown=1)
 

@@ -244,3 +244,39 @@ def test_oauth_refresh_token_grant(emulator):
         "grant_type": "refresh_token", "client_id": settings["consumer_key"],
         "refresh_token": "stale"}, timeout=10)
     assert bad.status_code == 400 and bad.json()["error"] == "invalid_grant"
+
+
+def _raw_headers(emulator, sf, method: str, path: str, body: bytes | None = None) -> list[str]:
+    """Header names exactly as they come over the wire (http.client keeps their casing)."""
+    import http.client
+    import json
+    import ssl
+    from urllib.parse import urlsplit
+
+    url = urlsplit(emulator.info["instance_url"])
+    conn = http.client.HTTPSConnection(url.hostname, url.port, context=ssl.create_default_context(
+        cafile=emulator.info["ca_bundle"]))
+    headers = {"Authorization": f"Bearer {sf.session_id}", "Content-Type": "application/json"}
+    conn.request(method, path, body=body, headers=headers)
+    resp = conn.getresponse()
+    names = [name for name, _value in resp.getheaders()]
+    payload = resp.read()
+    conn.close()
+    assert resp.status < 300, payload
+    return names, (json.loads(payload) if payload.startswith(b"{") else payload)
+
+
+def test_response_headers_carry_salesforces_casing(sf, emulator):
+    """Salesforce sends ``Sforce-Limit-Info``, ``Sforce-Locator``, ``Content-Type``; clients that
+    look them up case-sensitively must find them."""
+    import json
+
+    base = f"/services/data/v{sf.sf_version}"
+    names, _ = _raw_headers(emulator, sf, "GET", base + "/query/?q=SELECT+Id+FROM+User+LIMIT+1")
+    assert {"Sforce-Limit-Info", "Content-Type", "Date"} <= set(names), names
+    names, job = _raw_headers(emulator, sf, "POST", base + "/jobs/query", json.dumps(
+        {"operation": "query", "query": "SELECT Id FROM User"}).encode())
+    assert "Content-Type" in names
+    names, page = _raw_headers(emulator, sf, "GET", f"{base}/jobs/query/{job['id']}/results")
+    assert {"Sforce-Locator", "Sforce-NumberOfRecords", "Content-Type"} <= set(names), names
+    assert page.startswith(b'"Id"')
