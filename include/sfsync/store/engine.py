@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from include.sfsync.errors import ConfigError
+
 
 class UtcDateTime(sa.types.TypeDecorator):
     """Aware UTC datetimes in Python; timestamptz on PostgreSQL, naive UTC text on SQLite."""
@@ -106,14 +108,25 @@ def create_engine(url: str) -> Engine:
 
 
 def engine_for(conn_id: str) -> Engine:
-    """The engine of an Airflow connection (``sqlite`` or ``postgres``), made by the
-    connection's own hook, so every connection form Airflow accepts works."""
+    """The engine of an Airflow connection (``sqlite`` or ``postgres``).
+
+    PostgreSQL: made by the connection's own hook (``PostgresHook``), so every form Airflow
+    accepts works. SQLite: the database file is the connection's host (Airflow's form,
+    ``{"conn_type": "sqlite", "host": "/path/marketing.db"}``) or its schema (SQLAlchemy's URI
+    form, ``sqlite:////path/marketing.db``); the SQLite hook's own URI loses the second form
+    (an in-memory database), and a connection with neither is refused.
+    """
     from airflow.sdk import BaseHook  # Airflow's SDK: only where a connection is looked up
 
     conn = BaseHook.get_connection(conn_id)
-    if conn.conn_type not in {"sqlite", "postgres", "postgresql"}:
-        raise ValueError(f"connection {conn_id!r} has type {conn.conn_type!r}; sfsync supports "
-                         "'sqlite' and 'postgres'")
-    hook = conn.get_hook()
-    return _prepared(hook.get_sqlalchemy_engine(
-        engine_kwargs=_engine_kwargs("sqlite" if conn.conn_type == "sqlite" else "postgresql")))
+    if conn.conn_type == "sqlite":
+        path = conn.host or conn.schema
+        if not path or path == ":memory:":
+            raise ConfigError(f"connection {conn_id!r}: no SQLite database file; set its host to "
+                              "the file's path (or use sqlite:////absolute/path/marketing.db)")
+        return create_engine(f"sqlite:///{path}")
+    if conn.conn_type not in {"postgres", "postgresql"}:
+        raise ConfigError(f"connection {conn_id!r} has type {conn.conn_type!r}; sfsync supports "
+                          "'sqlite' and 'postgres'")
+    return _prepared(conn.get_hook().get_sqlalchemy_engine(
+        engine_kwargs=_engine_kwargs("postgresql")))
