@@ -33,13 +33,17 @@ def _key_column(sf_object: str) -> str:
 
 
 def _read_all(ctx: SyncContext, sf_object: str, fields: list[str]):
-    """Every live record's ``fields`` (REST pages, or Bulk above the threshold)."""
+    """Every live record's ``fields`` (REST pages, or Bulk above the threshold), through
+    ``queryAll``: a plain query leaves archived activities out."""
     client = ctx.salesforce()
+    obj = ctx.catalog.object(sf_object)
+    live = [soql.where("IsDeleted", "=", False)] if "IsDeleted" in obj.describe_fields else []
     return reads.records(client, sf_object, soql.select(sf_object, ["Id", *fields],
-                                                        order_by=["Id"]),
-                         total=reads.count(client, soql.count(sf_object)),
-                         bulk_threshold=ctx.config.bulk_threshold, include_deleted=False,
-                         describe_fields=ctx.catalog.object(sf_object).describe_fields)
+                                                        conditions=live, order_by=["Id"]),
+                         total=reads.count(client, soql.count(sf_object, conditions=live),
+                                           include_deleted=True),
+                         bulk_threshold=ctx.config.bulk_threshold, include_deleted=True,
+                         describe_fields=obj.describe_fields)
 
 
 def refresh_columns(ctx: SyncContext, sf_object: str, fields: list[str]) -> int:
@@ -125,6 +129,8 @@ def reconcile(ctx: SyncContext, *, force: bool = False) -> dict[str, int]:
         table = ctx.tables[obj.type.table]
         key = table.c[_key_column(obj.sf_object)]
         where = [key.is_not(None), table.c.sfdc_is_deleted.is_(False)]
+        if "sfdc_object" in table.c:  # tasks and events share the activity table
+            where.append(table.c.sfdc_object == obj.sf_object)
         if obj.sf_object == "Lead":  # a converted lead's person lives on as the contact
             where.append(table.c.sfdc_contact_id.is_(None))
         with ctx.engine.begin() as conn:

@@ -87,3 +87,30 @@ def test_dedupe_check_runs_only_when_people_changed(org, marketing_db):
     org.salesforce().Lead.update(lead, {"Title": "Changed"})
     _cycle(org, "c4")
     assert marketing_db.scalar(dupes, r=f"%{email.lower()}%") == before + 1
+
+
+def test_reconciliation_of_activities_keeps_live_tasks_events_and_archived_ones(org,
+                                                                               marketing_db):
+    """Tasks and events share the activity table; archived ones only come through queryAll.
+    Only the purged task is flagged."""
+    _cycle(org, "c1")
+    live = "SELECT count(*) FROM activity WHERE sfdc_is_deleted = :f AND sfdc_object = :o"
+    tasks = marketing_db.scalar(live, f=False, o="Task")
+    events = marketing_db.scalar(live, f=False, o="Event")
+    exported = org.control("GET", "/export", params={"objects": "Task,Event"})
+    archived = [r["Id"] for o in ("Task", "Event") for r in exported[o] if r.get("IsArchived")]
+    assert tasks and events and archived  # the demo org has both, and archived ones
+    gone = marketing_db.rows("activity", "sfdc_object = 'Task' AND sfdc_is_deleted = :f",
+                             f=False)[0]["sfdc_id"]
+    org.control("DELETE", f"/records/Task/{gone}", params={"hard": "true"})
+    org.control("PATCH", "/settings", json={"deleted_log_days": 0})
+    org.control("POST", "/clock", json={"advance_seconds": 3600})
+    org.control("POST", "/purge", json={})  # the deleted endpoint forgets it
+    marketing_db.execute("UPDATE sfsync_watermark SET reconciled_at = :t",
+                         t="2000-01-01 00:00:00" if marketing_db.kind == "sqlite"
+                         else "2000-01-01T00:00:00+00:00")
+    _cycle(org, "c2")
+    assert marketing_db.scalar(live, f=False, o="Task") == tasks - 1
+    assert marketing_db.scalar(live, f=False, o="Event") == events
+    flagged = marketing_db.rows("activity", "sfdc_is_deleted = :t", t=True)
+    assert [r["sfdc_id"] for r in flagged] == [gone]
