@@ -99,9 +99,8 @@ def outbox(engine, *, everything: bool = False) -> str:
     query = sa.select(outbox_t).order_by(outbox_t.c.table_name, outbox_t.c.row_id)
     if not everything:
         query = query.where(outbox_t.c.status != PENDING)
-    ensure_bookkeeping(engine)
-    with reader(engine).connect() as conn:
-        rows = conn.execute(query).all()
+    with reader(engine).connect() as conn:  # read-only: never waits for a running sync
+        rows = conn.execute(query).all() if sa.inspect(conn).has_table(outbox_t.name) else []
     if not rows:
         return "Nothing " + ("waiting" if everything else "rejected") + " in the outbox."
     return "\n".join(f"{r.table_name} {r.row_id}: {r.status} (attempts {r.attempts}) "

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from include.sfsync import initial, maintenance
-from include.sfsync.config import SyncConfig
+from include.sfsync.config import SyncConfig, load_config
 from include.sfsync.context import SyncContext, connect, new_client, open_context, sync_schema
 from include.sfsync.errors import ConfigError
 from include.sfsync.objects import PEOPLE, object_names
@@ -202,11 +202,12 @@ def prepare_copy(run_key: str, objects: list[str], *, dag_id: str = "salesforce_
                  config: SyncConfig | None = None, engine: Engine | None = None,
                  client: SalesforceClient | None = None) -> list[str]:
     """Org lock and schema for a copy run; returns the objects to copy, in dependency order."""
-    config, engine = connect(config, engine)
+    config = config or load_config()
     known = object_names(config.custom_objects)
     unknown = sorted(set(objects) - set(known))
     if unknown:
         raise ConfigError(f"objects: {unknown} are not synced objects; choose from {known}")
+    config, engine = connect(config, engine)
     ledger.start_run(engine, run_key, dag_id, "initial")
     client = client or new_client(config)
     before = client.api_calls

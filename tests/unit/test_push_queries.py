@@ -15,3 +15,14 @@ def test_in_lists_keep_query_urls_short():
     assert all(len(quote(part, safe="")) <= IN_LIST_BUDGET + 200 for part in lists)
     rebuilt = [v for part in lists for v in part.split("','")]
     assert len(rebuilt) == 600 and "o\\'neil.0." in lists[0]
+
+
+def test_datetime_literals_are_utc():
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from include.sfsync.salesforce.soql import quote, where
+
+    paris = datetime(2026, 3, 1, 9, 30, 15, 999, tzinfo=timezone(timedelta(hours=2)))
+    assert quote(paris) == "2026-03-01T07:30:15Z"
+    assert where("CreatedDate", ">=", paris.astimezone(UTC)) == "CreatedDate >= 2026-03-01T07:30:15Z"
+    assert quote(datetime(2026, 3, 1, 9, 30)) == "2026-03-01T09:30:00Z"  # naive: taken as UTC

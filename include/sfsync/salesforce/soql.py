@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from urllib.parse import quote as url_quote
 
 from simple_salesforce.format import quote_soql_value
@@ -27,6 +27,9 @@ def name(value: str) -> str:
 
 
 def soql_datetime(value: datetime) -> str:
+    """A datetime literal in UTC (naive values are taken as UTC)."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
     return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

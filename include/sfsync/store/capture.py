@@ -38,9 +38,7 @@ from sqlalchemy.engine import Engine
 from include.sfsync.store.tables import (
     BOOKKEEPING_PREFIX,
     CHANGE_TABLE,
-    change_t,
-    create_tables,
-    outbox_t,
+    ensure_bookkeeping,
 )
 
 PG_FUNCTION = "sfsync_capture"
@@ -58,7 +56,7 @@ def install_triggers(engine: Engine, tables: Iterable[sa.Table | str]) -> None:
     Safe to call every cycle and after columns were added: only what differs is rewritten.
     """
     names = [t if isinstance(t, str) else t.name for t in tables]
-    create_tables(engine, [change_t, outbox_t])
+    ensure_bookkeeping(engine)  # sfsync_change and sfsync_outbox among them
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_LOCK})

@@ -3,6 +3,8 @@ place (a newer sfsync adds columns to existing tables, never drops any)."""
 
 from __future__ import annotations
 
+import weakref
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -202,7 +204,12 @@ BOOKS = bookkeeping(sa.MetaData())
 change_t, outbox_t = BOOKS["change"], BOOKS["outbox"]
 
 
+_READY: weakref.WeakSet = weakref.WeakSet()  # engines whose bookkeeping is set up already
+
+
 def ensure_bookkeeping(engine: Engine) -> dict[str, sa.Table]:
-    """Create (or evolve) every bookkeeping table; returns them by short name."""
-    create_tables(engine, BOOKS.values())
+    """Create (or evolve) every bookkeeping table, once per engine; returns them by short name."""
+    if engine not in _READY:
+        create_tables(engine, BOOKS.values())
+        _READY.add(engine)
     return BOOKS
