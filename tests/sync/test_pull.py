@@ -272,6 +272,38 @@ def test_late_commit_inside_the_overlap_is_picked_up(sync):
     assert aware(row["sfdc_lead_system_modstamp"]) == late_stamp
 
 
+def test_a_transaction_open_longer_than_the_overlap_is_not_lost(sync):
+    """Salesforce holds latestDateCovered back to the start of an open transaction; the cursor
+    never passes it, so a commit stamped well before the newest change read is still found."""
+    sync.cycle("copy")
+    sync.advance(600)
+    leads = [r for r in sync.truth("Lead")["Lead"]
+             if not r["IsConverted"] and not r["Do_Not_Sync_Marketing__c"]]
+    overlap = load_config().overlap_seconds
+    # a transaction opened longer ago than the overlap is still open
+    sync.org.control("PATCH", "/settings", json={"latest_date_lag_seconds": overlap + 100})
+    sync.org.control("POST", "/late-commit", json={  # covered: makes the cycle read Leads
+        "id": leads[0]["Id"], "values": {"Title": "Covered change"},
+        "seconds_ago": overlap + 150})
+    sync.update("Lead", leads[1]["Id"], Title="Newest change")  # now: past the coverage
+    summary = sync.cycle("open")
+    assert counts(summary, "Lead")["updated"] == 2
+    assert sync.person(leads[1]["Id"])["title"] == "Newest change"
+    covered = aware(sync.mdb.scalar("SELECT covered_until FROM sfsync_watermark "
+                                    "WHERE sf_object = 'Lead'"))
+    assert aware(sync.watermark("Lead")) <= covered  # never past latestDateCovered
+    # the open transaction commits, its change stamped when it ran: more than one overlap
+    # before the newest change the cycle read
+    late = sync.org.control("POST", "/late-commit", json={
+        "id": leads[2]["Id"], "values": {"Title": "Committed late"}, "seconds_ago": overlap + 90})
+    sync.org.control("PATCH", "/settings", json={"latest_date_lag_seconds": 0})
+    sync.advance(60)
+    sync.cycle("closed")
+    row = sync.person(leads[2]["Id"])
+    assert row["title"] == "Committed late"
+    assert aware(row["sfdc_lead_system_modstamp"]) == parse_sf_datetime(
+        late["SystemModstamp"] + "Z")
+
 TIES = 2300  # more than one 2,000-record page, all in one second
 
 

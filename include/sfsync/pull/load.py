@@ -440,10 +440,14 @@ def load_object(engine: Engine, tables: dict[str, sa.Table], catalog: Catalog, r
             loader.load(batch)
         loader.mark_purged([tuple(d) for d in json.loads(state.deleted_ids or "[]")], seen)
         # The change query ran after the probe, and Salesforce holds latestDateCovered back to
-        # the start of any open transaction: everything up to it is loaded now.
+        # the start of any open transaction: everything up to it is loaded now, and nothing
+        # later is certain (an open transaction may still commit changes stamped before the
+        # newest record read). So the cursor stops there, never past it.
         cursor = loader.max_stamp
         if state.covered_until is not None:
-            cursor = state.covered_until if cursor is None else max(cursor, state.covered_until)
+            before = mark.cursor_modstamp if mark is not None else None
+            cursor = state.covered_until if before is None else max(before,
+                                                                    state.covered_until)
         values = {"cursor_modstamp": cursor, "updated_at": utcnow()}
         if state.covered_until is not None:
             values["covered_until"] = state.covered_until
