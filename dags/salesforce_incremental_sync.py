@@ -61,7 +61,8 @@ def prepare() -> dict:
     from include.sfsync.airflow_glue import fail_fast, run_key_of
     from include.sfsync.pipeline import prepare as prepare_run
 
-    return fail_fast(lambda: prepare_run(run_key_of(get_current_context())))
+    run_key = run_key_of(get_current_context())
+    return fail_fast(lambda: prepare_run(run_key), run_key)
 
 
 @task(pool="salesforce_api", map_index_template="{{ task.op_kwargs['sf_object'] }}")

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 
-from include.sfsync.airflow_glue import default_args
+from include.sfsync.airflow_glue import default_args, mark_run_failed
 from include.sfsync.objects import object_names
 
 OBJECTS = object_names()
@@ -50,7 +50,8 @@ def plan(params: dict | None = None) -> list[dict]:
         end = _when(params.get("created_to"), "created_to")
         if start and end and start >= end:
             raise ValueError(f"created_from {start} must be before created_to {end}")
-    objects = fail_fast(lambda: prepare_copy(run_key_of(context), list(params["objects"])))
+    run_key = run_key_of(context)
+    objects = fail_fast(lambda: prepare_copy(run_key, list(params["objects"])), run_key)
     window = {"created_from": start.isoformat() if start else None,
               "created_to": end.isoformat() if end else None}
     return [{"sf_object": name, **window} for name in objects]  # one copy task each
@@ -94,6 +95,7 @@ def finish(copies: list[dict]) -> dict:
     max_active_runs=2,
     tags=["sfsync", "salesforce", "initial-copy"],
     doc_md=__doc__,
+    on_failure_callback=mark_run_failed,
     params={
         "objects": Param(OBJECTS, type="array", items={"type": "string", "enum": OBJECTS},
                          title="Objects", description="Salesforce objects to copy"),

@@ -5,7 +5,10 @@ The reference system's "Sync with SFDC" step: push a few people to Salesforce **
 them back, instead of waiting for the next incremental cycle.
 
 * **Input (Params form, or `conf` through the REST API):** `person_ids` (the `person.id` values)
-  and/or `emails` (case-insensitive). Unknown ones are listed in the result; none found fails.
+  and/or `emails` (case-insensitive). Unknown ones are listed in the result; an empty request,
+  or one that matches nobody, fails at once (no retry) and says so.
+* **Outcome:** a record Salesforce rejects fails the run (no retry) with Salesforce's code and
+  message; the details are in `sfsync_error`, and the other people were synced.
 * **What it does:** folds their captured changes, creates those not yet in Salesforce (dedupe on
   write: linked to an existing lead or contact with the same e-mail, else a new lead), pushes
   their pending changes and campaign memberships (failed or quarantined ones too: an explicit
@@ -30,7 +33,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from include.sfsync.airflow_glue import default_args
+from include.sfsync.airflow_glue import default_args, mark_run_failed
 
 
 @task(pool="salesforce_push")
@@ -40,9 +43,9 @@ def sync_people() -> dict:
     from include.sfsync.pipeline import sync_now
 
     context = get_current_context()
-    params = context["params"]
-    return fail_fast(lambda: sync_now(run_key_of(context), person_ids=params["person_ids"],
-                                      emails=params["emails"]))
+    params, run_key = context["params"], run_key_of(context)
+    return fail_fast(lambda: sync_now(run_key, person_ids=params["person_ids"],
+                                      emails=params["emails"]), run_key)
 
 
 @dag(
@@ -53,6 +56,7 @@ def sync_people() -> dict:
     max_active_runs=4,
     tags=["sfsync", "salesforce", "push"],
     doc_md=__doc__,
+    on_failure_callback=mark_run_failed,
     params={
         "person_ids": Param([], type="array", items={"type": "integer"},
                             description="person.id values to sync now"),

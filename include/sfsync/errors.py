@@ -1,7 +1,8 @@
 """Every exception the sync raises on purpose (standard library only: every layer imports it).
 
-A task that fails with :class:`ConfigError` or :class:`OrgMismatchError` is not retried
-(``airflow_glue.fail_fast``): retrying cannot fix a bad configuration or the wrong org.
+A task that fails with :class:`ConfigError`, :class:`OrgMismatchError`, :class:`InputError` or
+:class:`RecordsRejected` is not retried (``airflow_glue.fail_fast``): retrying cannot fix a bad
+configuration, the wrong org, a bad request or a record Salesforce refuses.
 """
 
 from __future__ import annotations
@@ -13,6 +14,14 @@ class ConfigError(ValueError):
 
 class OrgMismatchError(RuntimeError):
     """The marketing database belongs to another Salesforce org."""
+
+
+class InputError(ValueError):
+    """A run's input (Params or conf) is empty or names nothing the sync knows."""
+
+
+class RecordsRejected(RuntimeError):
+    """Salesforce rejected records a run was asked to sync now (details in ``sfsync_error``)."""
 
 
 class NotPreparedError(RuntimeError):

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from include.sfsync import initial, maintenance
 from include.sfsync.config import SyncConfig, load_config
 from include.sfsync.context import SyncContext, connect, new_client, open_context, sync_schema
-from include.sfsync.errors import ConfigError
+from include.sfsync.errors import ConfigError, InputError, RecordsRejected
 from include.sfsync.objects import PEOPLE, object_names
 from include.sfsync.pull import extract as X
 from include.sfsync.pull.dedupe import find_duplicates
@@ -136,14 +136,15 @@ def maintain(run_key: str, ctx: SyncContext | None = None) -> dict:
     return maintenance.maintain(run_key, ctx or open_context())
 
 
-def finish(run_key: str, ctx: SyncContext | None = None, *, status: str = "success") -> dict:
+def finish(run_key: str, ctx: SyncContext | None = None, *, status: str = "success",
+           message: str | None = None) -> dict:
     """Link late-arriving people, close the run, clean the staging."""
     ctx = ctx or open_context()
     with ctx.engine.begin() as conn:
         linked = link_people(conn, ctx.tables, ctx.catalog)
     X.cleanup(ctx.engine, ctx.books, run_key)
     with ctx.engine.begin() as conn:
-        ledger.end_run(conn, run_key, status)
+        ledger.end_run(conn, run_key, status, message)
         counts = ledger.recorded_counts(conn, run_key, "pull")
         calls = ledger.run_api_calls(conn, run_key)
     return {"run_key": run_key, "counts": counts, "api_calls": calls, "people_linked": linked}
@@ -169,20 +170,30 @@ def run_cycle(run_key: str, *, config: SyncConfig | None = None, engine: Engine 
 def sync_now(run_key: str, *, person_ids=(), emails=(), config: SyncConfig | None = None,
              engine: Engine | None = None, client: SalesforceClient | None = None) -> dict:
     """"Sync with SFDC" for a few people: push their changes (creating them in Salesforce if
-    needed, failed ones included) and their campaign memberships, then read them back."""
+    needed, failed ones included) and their campaign memberships, then read them back.
+
+    An empty request or one that matches nobody raises :class:`InputError`; records
+    Salesforce rejected raise :class:`RecordsRejected` once everything else is done (the run
+    is recorded as failed, with the rejections)."""
     ctx = open_context(config, engine=engine, client=client)
     ledger.start_run(ctx.engine, run_key, "salesforce_sync_now", "sync_now")
     person = ctx.tables["person"]
-    wanted_emails = {e.strip().lower() for e in emails if e and e.strip()}
+    wanted_emails = {e.strip().lower() for e in emails or () if e and e.strip()}
+    try:
+        wanted_ids = [int(i) for i in person_ids or ()]
+    except (TypeError, ValueError):
+        raise InputError(f"sync now: person_ids must be whole numbers: {person_ids!r}") from None
+    if not wanted_ids and not wanted_emails:
+        raise InputError("sync now: give person_ids and/or emails (the request named nobody)")
     with ctx.engine.begin() as conn:
         found = conn.execute(sa.select(person.c.id, person.c.email).where(sa.or_(
-            person.c.id.in_([int(i) for i in person_ids]),
+            person.c.id.in_(wanted_ids),
             sa.func.lower(person.c.email).in_(sorted(wanted_emails))))).all()
         ids = {r.id for r in found}
-        missing = [str(i) for i in person_ids if int(i) not in ids] + sorted(
+        missing = [str(i) for i in wanted_ids if i not in ids] + sorted(
             wanted_emails - {(r.email or "").lower() for r in found})
         if not ids:
-            raise ValueError(f"no person matches {', '.join(missing) or 'nothing requested'}")
+            raise InputError(f"sync now: no person matches {', '.join(missing)}")
         outbox.fold(conn, ["person", "campaign_member"])
         outbox.retry_rows(conn, "person", ids)  # an explicit request retries failed ones too
     steps = {"create_people": create_people(run_key, ctx, person_ids=ids),
@@ -191,7 +202,15 @@ def sync_now(run_key: str, *, person_ids=(), emails=(), config: SyncConfig | Non
     before = ctx.salesforce().api_calls
     loaded = repull_people(ctx, ids)
     ledger.add_api_calls(ctx.engine, run_key, ctx.salesforce().api_calls - before)
-    result = finish(run_key, ctx)
+    with reader(ctx.engine).connect() as conn:
+        rejected = ledger.rejections(conn, run_key)
+    message = None
+    if rejected:
+        message = (f"sync now: Salesforce rejected {len(rejected)} record(s): "
+                   + "; ".join(rejected[:5]) + (" ..." if len(rejected) > 5 else ""))
+    result = finish(run_key, ctx, status="failed" if rejected else "success", message=message)
+    if rejected:
+        raise RecordsRejected(message)
     return {**result, "people": sorted(ids), "not_found": missing, "push": steps,
             "reloaded": loaded}
 

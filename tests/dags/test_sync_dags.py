@@ -109,3 +109,46 @@ def test_initial_copy_then_incremental_cycles(airflow_db, sync_env):
     lead = requests.get(info["control_url"] + "/export", params={"objects": "Lead"},
                         timeout=30).json()["Lead"]
     assert next(r for r in lead if r["Id"] == lead_id)["Title"] == "Right now"
+
+
+def _run_row(engine, dag_id: str, run) -> dict:
+    with engine.connect() as conn:
+        return dict(conn.execute(sa.text("SELECT status, message FROM sfsync_run WHERE run_key = :k"),
+                                 {"k": f"{dag_id}:{run.run_id}"}).one()._mapping)
+
+
+def test_failed_runs_are_marked_failed_with_their_cause(airflow_db, sync_env):
+    """Sync now with nobody to sync, or with a record Salesforce rejects, and an initial sync
+    against another org: each run fails at once (no retry) and sfsync_run says why."""
+    info, engine = sync_env
+    assert _dag("salesforce_incremental_sync").test().state == "success"  # the first copy
+    sync_now = _dag("salesforce_sync_now")
+    for conf, cause in (({"person_ids": [], "emails": []}, "the request named nobody"),
+                        ({"person_ids": [], "emails": ["nobody@example.org"]},
+                         "no person matches nobody@example.org")):
+        run = sync_now.test(run_conf=conf)
+        assert run.state == "failed"
+        assert [ti.try_number for ti in run.get_task_instances()] == [1]  # not retried
+        row = _run_row(engine, "salesforce_sync_now", run)
+        assert row["status"] == "failed" and cause in row["message"], row
+    # a restricted picklist value no value map knows: Salesforce refuses the update
+    with engine.begin() as conn:
+        person = conn.execute(sa.text(
+            "SELECT id FROM person WHERE sfdc_type = 'Lead' AND sfdc_is_deleted = 0 "
+            "ORDER BY id LIMIT 1")).scalar()
+        conn.execute(sa.text("UPDATE person SET state = 'Atlantis' WHERE id = :i"), {"i": person})
+    run = sync_now.test(run_conf={"person_ids": [person], "emails": []})
+    assert run.state == "failed"
+    assert [ti.try_number for ti in run.get_task_instances()] == [1]
+    row = _run_row(engine, "salesforce_sync_now", run)
+    assert row["status"] == "failed", row
+    assert "rejected 1 record(s)" in row["message"]
+    assert "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST" in row["message"], row
+    # the marketing database belongs to this org: an initial sync against another one fails
+    requests.patch(info["control_url"] + "/settings", json={"org_id": "00D5e0000000OTHEA2"},
+                   timeout=10).raise_for_status()
+    run = _dag("salesforce_initial_sync").test(run_conf={
+        "objects": ["Account"], "created_from": None, "created_to": None})
+    assert run.state == "failed"
+    row = _run_row(engine, "salesforce_initial_sync", run)
+    assert row["status"] == "failed" and "Refusing to mix two orgs' data" in row["message"], row

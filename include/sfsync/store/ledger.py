@@ -48,10 +48,13 @@ def end_run(conn: Connection, run_key: str, status: str, message: str | None = N
 
 
 def mark_failed(engine: Engine, run_key: str, message: str) -> None:
-    """Record a failed run (sync status "Failed")."""
+    """Record a failed run (sync status "Failed"); a cause recorded before is kept."""
     ensure_bookkeeping(engine)
     with engine.begin() as conn:
-        end_run(conn, run_key, "failed", message)
+        conn.execute(run_t.update().where(
+            run_t.c.run_key == run_key,
+            sa.or_(run_t.c.status != "failed", run_t.c.message.is_(None))).values(
+            status="failed", ended_at=utcnow(), message=message[:2000]))
 
 
 def run_api_calls(conn: Connection, run_key: str) -> int | None:
@@ -120,6 +123,13 @@ def record_error(conn: Connection, run_key: str, sf_object: str, outcome, *,
         message=(outcome.message or "")[:4000],
         record=json.dumps(record, default=str) if record is not None else None,
         created_at=utcnow()))
+
+
+def rejections(conn: Connection, run_key: str) -> list[str]:
+    """The run's record errors, one line each: object, record, Salesforce's code and message."""
+    return [f"{r.sf_object} {r.sfdc_id or '(new)'}: {r.error_code}: {r.message}"
+            for r in conn.execute(sa.select(error_t).where(error_t.c.run_key == run_key)
+                                  .order_by(error_t.c.id))]
 
 
 # --- the org lock -----------------------------------------------------------------------------
