@@ -112,6 +112,9 @@ class Catalog:
     objects: dict[str, ObjectCatalog]
     tables: dict[str, dict[str, Column]]
     config: SyncConfig
+    # Names the configuration gives that this org lacks (one line each, naming them): the
+    # sync goes on without them.
+    warnings: list[str] = field(default_factory=list)
 
     def ordered(self) -> list[ObjectCatalog]:
         """Dependency order: by group, then as listed (leads load before contacts)."""
@@ -156,15 +159,26 @@ def default_column(obj: ObjectType, field_name: str, sf_type: str) -> str:
 
 
 def build_catalog(describes: dict[str, dict], config: SyncConfig) -> Catalog:
-    """Map every visible field of every enabled object (``describes``: name -> describe)."""
+    """Map every visible field of every enabled object (``describes``: name -> describe).
+
+    A custom object, field or column the configuration names but this org lacks (or hides from
+    the sync user) is left out with a warning that names it (``Catalog.warnings``): orgs differ,
+    and one missing name must not stop the sync. A standard object the sync user cannot see,
+    or a mapping that makes two fields share a column, is a :class:`ConfigError`.
+    """
     objects: dict[str, ObjectCatalog] = {}
     tables: dict[str, dict[str, Column]] = {}
     known_keys = set()
+    warnings: list[str] = []
     for obj in object_types(config.custom_objects):
         describe = describes.get(obj.sf_object)
+        if describe is None and obj.custom:
+            warnings.append(f"custom_objects: {obj.sf_object} is not in this org or the sync "
+                            "user cannot see it: not synced")
+            continue
         if describe is None:
             raise ConfigError(f"{obj.sf_object}: the sync user cannot see this object (enable it "
-                              "for the sync user's profile or remove it from custom_objects)")
+                              "for the sync user's profile)")
         by_name = {f["name"]: f for f in describe["fields"]}
         hidden = set(config.hidden_fields.get(obj.sf_object, []))
         formulas = {k.split(".", 1)[1] for k in config.formula_fields.include
@@ -198,14 +212,18 @@ def build_catalog(describes: dict[str, dict], config: SyncConfig) -> Catalog:
             fields.append(FieldMap(obj.sf_object, name, sf_type, column, synced, reason,
                                    tuple(meta.get("referenceTo") or ()),
                                    bool(meta.get("updateable")), bool(meta.get("createable"))))
-        filters = [f for f in config.sync_filters if f.object == obj.sf_object]
-        for flt in filters:
-            if flt.field not in by_name:
-                raise ConfigError(f"sync_filters: {obj.sf_object} has no field {flt.field!r} "
-                                  "visible to the sync user")
-        for name in hidden - set(by_name):
-            raise ConfigError(f"hidden_fields.{obj.sf_object}: no field {name!r} visible to the "
-                              "sync user")
+        filters = []
+        for flt in config.sync_filters:
+            if flt.object != obj.sf_object:
+                continue
+            if flt.field in by_name:
+                filters.append(flt)
+            else:
+                warnings.append(f"sync_filters: {obj.sf_object}.{flt.field} is not a field "
+                                "visible to the sync user: this filter is not applied")
+        for name in sorted(hidden - set(by_name)):
+            warnings.append(f"hidden_fields.{obj.sf_object}: {name} is not a field visible to the "
+                            "sync user (nothing to hide)")
         objects[obj.sf_object] = ObjectCatalog(obj, fields, filters, by_name)
         table = tables.setdefault(obj.table, {})
         for f in fields:
@@ -221,15 +239,14 @@ def build_catalog(describes: dict[str, dict], config: SyncConfig) -> Catalog:
                 col.sources.append(f.key)
     for key in config.mappings:
         if key not in known_keys:
-            raise ConfigError(f"mappings[{key!r}]: no such field visible to the sync user")
+            warnings.append(f"mappings: {key} is not a field visible to the sync user: ignored")
     for key in config.formula_fields.include:
         if key not in known_keys:
-            raise ConfigError(f"formula_fields.include: {key!r} is not a field visible to the "
-                              "sync user")
+            warnings.append(f"formula_fields.include: {key} is not a field visible to the sync "
+                            "user: not refreshed")
     for table_name, cols in config.block_updates.items():
-        if table_name not in tables:
-            raise ConfigError(f"block_updates: unknown table {table_name!r}")
         for col in cols:
-            if col not in tables[table_name]:
-                raise ConfigError(f"block_updates.{table_name}: unknown column {col!r}")
-    return Catalog(objects, tables, config)
+            if col not in tables.get(table_name, {}):
+                warnings.append(f"block_updates.{table_name}: no column {col} (no synced field "
+                                "maps to it): nothing to block")
+    return Catalog(objects, tables, config, warnings)

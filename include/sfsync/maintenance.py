@@ -38,7 +38,8 @@ def _read_all(ctx: SyncContext, sf_object: str, fields: list[str]):
     client = ctx.salesforce()
     obj = ctx.catalog.object(sf_object)
     live = [soql.where("IsDeleted", "=", False)] if "IsDeleted" in obj.describe_fields else []
-    return reads.records(client, sf_object, soql.select(sf_object, ["Id", *fields],
+    fields = ["Id", *[f for f in fields if f != "Id"]]  # Id is read anyway: once only
+    return reads.records(client, sf_object, soql.select(sf_object, fields,
                                                         conditions=live, order_by=["Id"]),
                          total=reads.count(client, soql.count(sf_object, conditions=live),
                                            include_deleted=True),
@@ -95,7 +96,8 @@ def refresh_formulas(ctx: SyncContext, *, force: bool = False) -> dict[str, int]
     wanted: dict[str, list[str]] = {}
     for key in ctx.config.formula_fields.include:
         sf_object, field = key.split(".", 1)
-        wanted.setdefault(sf_object, []).append(field)
+        if sf_object in ctx.catalog.objects:  # else: not in this org (a catalog warning)
+            wanted.setdefault(sf_object, []).append(field)
     done = {}
     for sf_object, fields in wanted.items():
         with reader(ctx.engine).connect() as conn:

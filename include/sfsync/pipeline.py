@@ -15,6 +15,7 @@ incremental cycle in-process, as the DAG does, for scripts and tests.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -37,8 +38,10 @@ from include.sfsync.salesforce.client import SalesforceClient
 from include.sfsync.steps import PUSH_STEPS
 from include.sfsync.store import ledger, outbox
 from include.sfsync.store.engine import reader
+from include.sfsync.store.schema import described_objects
 from include.sfsync.store.tables import BOOKS
 
+log = logging.getLogger(__name__)
 # The push steps by name (steps.PUSH_STEPS is the registry; the DAG and the operators read it).
 PUSH_FUNCTIONS = {"create_people": create_people, "people": push_people,
                   "campaigns": push_campaigns, "campaign_members": push_campaign_members,
@@ -58,17 +61,21 @@ def prepare(run_key: str, *, dag_id: str = "salesforce_incremental_sync",
     with reader(engine).connect() as conn:
         done = {r.sf_object: r.mode for r in conn.execute(sa.select(extract_t).where(
             extract_t.c.run_key == run_key))}
-    custom = list(config.custom_objects)
-    if done and set(done) == set(object_names(custom)):  # a retry after the probe: no call
-        return {"objects": done, "custom_objects": custom, "api_calls": 0}
+    if done and set(done) == set(object_names(config.custom_objects)) & described_objects(engine):
+        # a retry after the probe: nothing to ask Salesforce
+        return {"objects": done, "custom_objects": [n for n in config.custom_objects if n in done],
+                "api_calls": 0}
     client = client or new_client(config)
     before = client.api_calls
     catalog = sync_schema(engine, client, config)
+    for warning in catalog.warnings:
+        log.warning("%s", warning)
     plans = X.probe(client, engine, BOOKS, catalog, run_key)
     calls = client.api_calls - before
     ledger.add_api_calls(engine, run_key, calls)
     return {"objects": {name: plan.mode for name, plan in plans.items()},
-            "custom_objects": custom, "api_calls": calls}
+            "custom_objects": [n for n in config.custom_objects if n in catalog.objects],
+            "api_calls": calls, "warnings": catalog.warnings}
 
 
 def extract_object(run_key: str, sf_object: str, ctx: SyncContext | None = None) -> dict:
@@ -230,9 +237,11 @@ def prepare_copy(run_key: str, objects: list[str], *, dag_id: str = "salesforce_
     ledger.start_run(engine, run_key, dag_id, "initial")
     client = client or new_client(config)
     before = client.api_calls
-    sync_schema(engine, client, config)
+    catalog = sync_schema(engine, client, config)
+    for warning in catalog.warnings:
+        log.warning("%s", warning)
     ledger.add_api_calls(engine, run_key, client.api_calls - before)
-    return [name for name in known if name in objects]
+    return [name for name in known if name in objects and name in catalog.objects]
 
 
 def copy_object(run_key: str, sf_object: str, created_from: datetime | None,

@@ -718,6 +718,21 @@ def test_org_lock_refuses_another_org_until_repointed(sync):
         summary["counts"])
 
 
+
+def test_a_configured_field_deleted_in_salesforce_does_not_stop_the_sync(sync):
+    """The default sync filter names Lead.Do_Not_Sync_Marketing__c; the field is deleted in
+    Salesforce between two cycles: the next cycle warns, naming it, and syncs the rest."""
+    sync.cycle("before")
+    sync.org.control("DELETE", "/schema/Lead/fields/Do_Not_Sync_Marketing__c")
+    lead = next(r for r in sync.truth("Lead")["Lead"] if not r["IsConverted"])
+    sync.update("Lead", lead["Id"], Title="After the field went")
+    sync.advance(60)
+    summary = sync.cycle("after")
+    assert counts(summary, "Lead")["updated"] >= 1
+    assert sync.person(lead["Id"])["title"] == "After the field went"
+    assert [w for w in sync.context().catalog.warnings
+            if "sync_filters: Lead.Do_Not_Sync_Marketing__c" in w]
+
 # --- 16: configuration errors name the key ---------------------------------------------------
 
 def test_bad_configuration_names_the_key(sync):
@@ -728,12 +743,19 @@ def test_bad_configuration_names_the_key(sync):
     with pytest.raises(ConfigError, match=r"sync_filters\.0\.skip_if: unknown key"):
         load_config(overrides={"sync_filters": [{"object": "Lead", "field": "X",
                                                  "skip_if": True}]})
-    # Keys that need the org's schema fail the cycle before anything is extracted.
-    for overrides, pattern in (
-            ({"mappings": {"Lead.No_Such_Field__c": "x"}}, r"Lead\.No_Such_Field__c"),
-            ({"hidden_fields": {"Lead": ["Nope"]}}, r"hidden_fields\.Lead: .*'Nope'"),
-            ({"block_updates": {"person": ["no_column"]}}, r"block_updates\.person: .*no_column"),
-            ({"formula_fields": {"include": ["Contact.Nope__c"]}}, r"Contact\.Nope__c")):
-        with pytest.raises(ConfigError, match=pattern):
-            sync.cycle("bad", **overrides)
-    assert sync.mdb.scalar("SELECT COUNT(*) FROM sfsync_extract") == 0
+    # Names this org lacks: one warning each, naming it, and the sync goes on without them.
+    lacking = (
+        ({"mappings": {"Lead.No_Such_Field__c": "x"}}, "mappings: Lead.No_Such_Field__c"),
+        ({"hidden_fields": {"Lead": ["Nope"]}}, "hidden_fields.Lead: Nope"),
+        ({"block_updates": {"person": ["no_column"]}}, "block_updates.person: no column no_column"),
+        ({"formula_fields": {"include": ["Contact.Nope__c"]}}, "Contact.Nope__c"),
+        ({"custom_objects": ["Webinar_Attendance__c", "Nope__c"]}, "custom_objects: Nope__c"),
+        ({"sync_filters": [{"object": "Lead", "field": "Gone__c"}]},
+         "sync_filters: Lead.Gone__c"))
+    for i, (overrides, name) in enumerate(lacking):
+        summary = sync.cycle(f"lacking{i}", **overrides)
+        assert summary["counts"]["Lead"]["failed"] == 0
+        warnings = sync.context(**overrides).catalog.warnings
+        assert [w for w in warnings if name in w], warnings
+    assert "Nope__c" not in {r["sf_object"] for r in sync.mdb.rows("sfsync_watermark",
+                                                                      order="sf_object")}

@@ -199,10 +199,17 @@ def match_database(engine: Engine, tables: dict[str, sa.Table]) -> dict[str, sa.
 def store_describes(engine: Engine, describes: dict[str, dict]) -> None:
     describe_t = BOOKS["describe"]
     with engine.begin() as conn:
+        conn.execute(describe_t.delete())  # the last describe: objects gone from it go too
         for name, describe in describes.items():
-            conn.execute(describe_t.delete().where(describe_t.c.sf_object == name))
             conn.execute(describe_t.insert().values(
                 sf_object=name, describe=json.dumps(describe), fetched_at=utcnow()))
+
+
+def described_objects(engine: Engine) -> set[str]:
+    """The objects the last describe found (those the sync user can see)."""
+    describe_t = BOOKS["describe"]
+    with reader(engine).connect() as conn:
+        return set(conn.execute(sa.select(describe_t.c.sf_object)).scalars())
 
 
 def stored_describes(engine: Engine) -> dict[str, dict]:
