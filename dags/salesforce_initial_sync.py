@@ -4,8 +4,10 @@
 The first full copy of the org into the marketing database (`marketing_db`), one object per
 mapped task, by **CreatedDate window**.
 
-* **Trigger** (Params form): pick the objects and, optionally, *Created from* / *Created to*
-  (UTC; empty = unbounded). Without dates the whole org is copied.
+* **Trigger** (Params form): the objects (`all`, the default: every object the configuration
+  syncs, custom objects included, read when the run starts; or API names such as `Lead`) and,
+  optionally, *Created from* / *Created to* (UTC; empty = unbounded). Without dates the whole
+  org is copied. An unknown object fails the run at once and lists the ones it knows.
 * **Backfill** (CLI `airflow backfill create --dag-id salesforce_initial_sync --from-date ...
   --to-date ...`, the REST API `POST /api/v2/backfills`, or the UI's Backfill form): one run per
   month; each copies only the records created in its data interval.
@@ -25,9 +27,8 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 
 from include.sfsync.airflow_glue import default_args, mark_run_failed
-from include.sfsync.objects import object_names
-
-OBJECTS = object_names()
+from include.sfsync.errors import InputError
+from include.sfsync.objects import ALL_OBJECTS, STANDARD_OBJECTS
 
 
 @task(pool="salesforce_api")
@@ -43,18 +44,22 @@ def plan(params: dict | None = None) -> list[dict]:
     run = context["dag_run"]
     if run.run_type == "scheduled":
         raise AirflowSkipException("the initial sync copies only when triggered or backfilled")
-    if run.run_type == "backfill":
-        start, end = context["data_interval_start"], context["data_interval_end"]
-    else:
+    run_key = run_key_of(context)
+
+    def window() -> tuple:
+        if run.run_type == "backfill":
+            return context["data_interval_start"], context["data_interval_end"]
         start = _when(params.get("created_from"), "created_from")
         end = _when(params.get("created_to"), "created_to")
         if start and end and start >= end:
-            raise ValueError(f"created_from {start} must be before created_to {end}")
-    run_key = run_key_of(context)
+            raise InputError(f"created_from {start} must be before created_to {end}")
+        return start, end
+
+    start, end = fail_fast(window, run_key)
     objects = fail_fast(lambda: prepare_copy(run_key, list(params["objects"])), run_key)
-    window = {"created_from": start.isoformat() if start else None,
+    bounds = {"created_from": start.isoformat() if start else None,
               "created_to": end.isoformat() if end else None}
-    return [{"sf_object": name, **window} for name in objects]  # one copy task each
+    return [{"sf_object": name, **bounds} for name in objects]  # one copy task each
 
 
 def _when(value, name: str):
@@ -63,7 +68,7 @@ def _when(value, name: str):
     try:
         parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"{name}: {value!r} is not a date or datetime (YYYY-MM-DD[THH:MM])") \
+        raise InputError(f"{name}: {value!r} is not a date or datetime (YYYY-MM-DD[THH:MM])") \
             from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
@@ -97,8 +102,11 @@ def finish(copies: list[dict]) -> dict:
     doc_md=__doc__,
     on_failure_callback=mark_run_failed,
     params={
-        "objects": Param(OBJECTS, type="array", items={"type": "string", "enum": OBJECTS},
-                         title="Objects", description="Salesforce objects to copy"),
+        "objects": Param([ALL_OBJECTS], type="array", minItems=1, items={"type": "string"},
+                         title="Objects",
+                         description=f"'{ALL_OBJECTS}' (every object the configuration syncs, "
+                                     "read when the run starts) or API names, e.g. "
+                                     + ", ".join(o.sf_object for o in STANDARD_OBJECTS)),
         "created_from": Param(None, type=["null", "string"], title="Created from (UTC)",
                               description="Copy records created at or after this date or "
                                           "datetime; empty: since the beginning"),

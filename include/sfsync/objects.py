@@ -37,6 +37,8 @@ GROUP_ORDER = ("users", "accounts", "people", "campaigns", "campaign_members", "
                "contact_roles", "activities", "custom_objects")
 CUSTOM_GROUP = "custom_objects"
 PEOPLE = ("Lead", "Contact")
+# What a run asks for to copy every object the configuration syncs (read at run time).
+ALL_OBJECTS = "all"
 # The custom objects synced when the configuration names none (``custom_objects``).
 DEFAULT_CUSTOM_OBJECTS = ("Webinar_Attendance__c", "Subscription__c")
 

@@ -24,8 +24,8 @@ from sqlalchemy.engine import Engine
 from include.sfsync import initial, maintenance
 from include.sfsync.config import SyncConfig, load_config
 from include.sfsync.context import SyncContext, connect, new_client, open_context, sync_schema
-from include.sfsync.errors import ConfigError, InputError, RecordsRejected
-from include.sfsync.objects import PEOPLE, object_names
+from include.sfsync.errors import InputError, RecordsRejected
+from include.sfsync.objects import ALL_OBJECTS, PEOPLE, object_names
 from include.sfsync.pull import extract as X
 from include.sfsync.pull.dedupe import find_duplicates
 from include.sfsync.pull.filters import filter_staged
@@ -227,12 +227,16 @@ def sync_now(run_key: str, *, person_ids=(), emails=(), config: SyncConfig | Non
 def prepare_copy(run_key: str, objects: list[str], *, dag_id: str = "salesforce_initial_sync",
                  config: SyncConfig | None = None, engine: Engine | None = None,
                  client: SalesforceClient | None = None) -> list[str]:
-    """Org lock and schema for a copy run; returns the objects to copy, in dependency order."""
+    """Org lock and schema for a copy run; returns the objects to copy, in dependency order.
+    ``objects``: API names, or ``all`` for every object the configuration syncs."""
     config = config or load_config()
     known = object_names(config.custom_objects)
+    if ALL_OBJECTS in objects:
+        objects = known
     unknown = sorted(set(objects) - set(known))
-    if unknown:
-        raise ConfigError(f"objects: {unknown} are not synced objects; choose from {known}")
+    if unknown or not objects:
+        raise InputError(f"objects: {unknown or 'none given'}: choose '{ALL_OBJECTS}' or objects "
+                         f"the configuration syncs ({', '.join(known)})")
     config, engine = connect(config, engine)
     ledger.start_run(engine, run_key, dag_id, "initial")
     client = client or new_client(config)

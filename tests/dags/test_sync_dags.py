@@ -10,6 +10,7 @@ import requests
 import sqlalchemy as sa
 
 from include.salesforce_emulator.server import EmulatorServer
+from include.sfsync.objects import object_names
 
 pytestmark = pytest.mark.integration
 DAGS = Path(__file__).resolve().parents[2] / "dags"
@@ -63,7 +64,8 @@ def test_initial_copy_then_incremental_cycles(airflow_db, sync_env):
     assert companies == len(truth["Account"])
     synced_leads = [r for r in truth["Lead"] if not r["Do_Not_Sync_Marketing__c"]]
     assert 0 < people <= len(synced_leads) + len(truth["Contact"])
-    assert marks == len(initial.params["objects"])  # every cursor started: history complete
+    assert initial.params["objects"] == ["all"]  # every object the configuration syncs
+    assert marks == len(object_names())  # every cursor started: history complete
     assert status == ["success"]
 
     incremental = _dag("salesforce_incremental_sync")
@@ -144,6 +146,14 @@ def test_failed_runs_are_marked_failed_with_their_cause(airflow_db, sync_env):
     assert row["status"] == "failed", row
     assert "rejected 1 record(s)" in row["message"]
     assert "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST" in row["message"], row
+    # an object the configuration does not sync: refused at once, naming it and the known ones
+    initial = _dag("salesforce_initial_sync")
+    run = initial.test(run_conf={"objects": ["Nope__c"], "created_from": None,
+                                 "created_to": None})
+    assert run.state == "failed"
+    failed = {ti.task_id: ti.try_number for ti in run.get_task_instances()
+              if ti.state == "failed"}
+    assert failed == {"plan": 1}
     # the marketing database belongs to this org: an initial sync against another one fails
     requests.patch(info["control_url"] + "/settings", json={"org_id": "00D5e0000000OTHEA2"},
                    timeout=10).raise_for_status()
