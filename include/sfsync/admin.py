@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 
@@ -33,6 +34,7 @@ from tabulate import SEPARATING_LINE, tabulate
 from include.sfsync.catalog import build_catalog
 from include.sfsync.config import load_config
 from include.sfsync.context import new_client
+from include.sfsync.errors import ConfigError
 from include.sfsync.objects import object_names
 from include.sfsync.store.engine import engine_for, reader
 from include.sfsync.store.ledger import COUNT_KEYS, repoint_org
@@ -123,7 +125,41 @@ def mapping() -> str:
     return yaml.safe_dump({"mappings": catalog.mapping_overrides_template()}, sort_keys=True)
 
 
+def use_airflow_connections(*conn_ids: str) -> None:
+    """Find the connections the DAGs use the way Airflow does: an ``AIRFLOW_CONN_*`` variable,
+    else Airflow's secrets backends and metadata database (the ``AIRFLOW_HOME`` that
+    ``. scripts/airflow_env.sh`` sets, where ``make airflow`` loaded ``airflow_settings.yaml``);
+    found ones are passed on to this process as ``AIRFLOW_CONN_*``."""
+    for conn_id in conn_ids:
+        env = "AIRFLOW_CONN_" + conn_id.upper()
+        if os.environ.get(env):
+            continue
+        from airflow.models.connection import Connection  # Airflow core: for the CLI only
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        try:
+            conn = Connection.get_connection_from_secrets(conn_id)
+        except AirflowNotFoundException:
+            raise ConfigError(f"the Airflow connection {conn_id!r} is not defined: set {env}, or "
+                              "run `. scripts/airflow_env.sh` first (`make airflow` loads "
+                              "airflow_settings.yaml into its metadata database)") from None
+        os.environ[env] = conn.as_json()
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command line; every error is one line on stderr (exit 2), never a traceback
+    (``SFSYNC_DEBUG=1`` shows it)."""
+    try:
+        return _main(argv)
+    except Exception as exc:  # noqa: BLE001 - a command line answers in one line
+        if os.environ.get("SFSYNC_DEBUG"):
+            raise
+        print(f"error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
+              file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m include.sfsync.admin",
                                      description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -140,13 +176,16 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("config", help="the effective configuration, as JSON")
     sub.add_parser("mapping", help="every field mapping, as YAML for mappings: (asks Salesforce)")
     args = parser.parse_args(argv)
+    config = load_config()
     if args.command == "config":
-        print(json.dumps(load_config().model_dump(), indent=2))
+        print(json.dumps(config.model_dump(), indent=2))
         return 0
     if args.command == "mapping":
+        use_airflow_connections(config.salesforce_conn_id)
         print(mapping())
         return 0
-    engine = engine_for(load_config().marketing_conn_id)
+    use_airflow_connections(config.marketing_conn_id)
+    engine = engine_for(config.marketing_conn_id)
     if args.command == "status":
         print(status(engine))
         return 0

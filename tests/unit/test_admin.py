@@ -75,3 +75,32 @@ def test_outbox_lists_rejected_changes_and_release_retries_them(database, capsys
     assert admin.main(["release", "--table", "person", "--row-id", "2"]) == 0
     with engine.connect() as conn:
         assert set(conn.execute(sa.select(outbox_t.c.status)).scalars()) == {"pending"}
+
+
+def test_a_missing_connection_is_one_clear_line(monkeypatch, capsys):
+    monkeypatch.delenv("AIRFLOW_CONN_MARKETING_DB", raising=False)
+    assert admin.main(["status"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("error: the Airflow connection 'marketing_db' is not defined"), err
+
+
+def test_connections_come_from_the_airflow_metadata_database(airflow_db, tmp_path, monkeypatch,
+                                                             capsys):
+    """As after `. scripts/airflow_env.sh`: no AIRFLOW_CONN_* variable, the connection is in
+    the metadata database `make airflow` loaded airflow_settings.yaml into."""
+    from airflow.models.connection import Connection
+    from airflow.utils.session import create_session
+
+    path = tmp_path / "from-metadata.db"
+    ensure_bookkeeping(create_engine(f"sqlite:///{path}"))
+    monkeypatch.delenv("AIRFLOW_CONN_MARKETING_DB", raising=False)
+    with create_session() as session:
+        session.query(Connection).filter(Connection.conn_id == "marketing_db").delete()
+        session.add(Connection(conn_id="marketing_db", conn_type="sqlite", host=str(path)))
+    try:
+        assert admin.main(["status"]) == 0
+        assert "Status: never synced" in capsys.readouterr().out
+    finally:
+        with create_session() as session:
+            session.query(Connection).filter(Connection.conn_id == "marketing_db").delete()
