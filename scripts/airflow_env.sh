@@ -10,7 +10,7 @@ export PROJECT_ROOT
 export PATH="$PROJECT_ROOT/.venv/bin:$PATH"
 export PYTHONPATH="$PROJECT_ROOT${PYTHONPATH:+:$PYTHONPATH}"     # makes `include.*` importable
 
-export AIRFLOW_HOME="$PROJECT_ROOT/.airflow"                       # airflow.cfg, airflow.db (SQLite), logs
+export AIRFLOW_HOME="${SFSYNC_AIRFLOW_HOME:-$PROJECT_ROOT/.airflow}"   # airflow.cfg, airflow.db (SQLite), logs
 export AIRFLOW__CORE__DAGS_FOLDER="$PROJECT_ROOT/dags"
 export AIRFLOW__CORE__PLUGINS_FOLDER="$PROJECT_ROOT/plugins"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False

@@ -6,13 +6,17 @@
 #  2. `airflow db migrate`, then loads airflow_settings.yaml (scripts/load_airflow_settings.py);
 #  3. fixed login admin/admin (pre-seeded simple_auth_manager_passwords.json.generated);
 #  4. REQUESTS_CA_BUNDLE=$EMULATOR_DATA/tls/ca.pem so tasks trust the emulator's TLS certificate;
-#  5. `airflow standalone` on http://localhost:${AIRFLOW_PORT:-8080}.
+#  5. `airflow standalone` on http://localhost:${AIRFLOW_PORT:-8080}, in its own process group;
+#     "ready" only once the API server reports the metadata DB, scheduler and DAG processor healthy.
+# AIRFLOW_PORT may not be one of Airflow's log-server ports (8793, 8794) or a port in use.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 # shellcheck source=scripts/airflow_env.sh
 . scripts/airflow_env.sh
 PY="$ROOT/.venv/bin/python"
+# Airflow's own servers: the workers' and the triggerer's log servers.
+LOG_PORTS="${AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT:-8793} ${AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT:-8794}"
 
 export EMULATOR_PORT="${EMULATOR_PORT:-8443}"
 export EMULATOR_DATA="${EMULATOR_DATA:-$ROOT/.emulator}"
@@ -29,7 +33,35 @@ stop_emulator() {
         kill -TERM -- "-$EMULATOR_PID" 2>/dev/null || kill -TERM "$EMULATOR_PID" 2>/dev/null || true
     fi
 }
-trap stop_emulator EXIT
+AIRFLOW_PID=""
+stop_all() {
+    if [ -n "$AIRFLOW_PID" ] && kill -0 "$AIRFLOW_PID" 2>/dev/null; then
+        say "stopping Airflow (api-server, scheduler, dag-processor, triggerer and their workers)"
+        kill -TERM -- "-$AIRFLOW_PID" 2>/dev/null || true
+        for _ in $(seq 1 40); do   # 20 s to stop, then every process of the group is killed
+            kill -0 -- "-$AIRFLOW_PID" 2>/dev/null || break
+            sleep 0.5
+        done
+        kill -KILL -- "-$AIRFLOW_PID" 2>/dev/null || true
+    fi
+    stop_emulator
+}
+trap stop_all EXIT
+trap 'exit 130' INT TERM
+
+# 0. ports: Airflow's own, and ones something else listens on, are refused before anything starts
+for port in $LOG_PORTS; do
+    if [ "$AIRFLOW_PORT" = "$port" ]; then
+        say "ERROR: AIRFLOW_PORT=$AIRFLOW_PORT is one of Airflow's own log-server ports ($LOG_PORTS); choose another, e.g. AIRFLOW_PORT=9090" >&2
+        exit 2
+    fi
+done
+for port in "$AIRFLOW_PORT" $LOG_PORTS; do
+    if port_open "$port"; then
+        say "ERROR: something already listens on 127.0.0.1:$port (needed by Airflow); stop it or choose another AIRFLOW_PORT" >&2
+        exit 2
+    fi
+done
 
 # 1. emulator
 if port_open "$EMULATOR_PORT"; then
@@ -73,6 +105,28 @@ say "loading airflow_settings.yaml"
 # 3. fixed admin/admin login
 echo '{"admin": "admin"}' > "$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated"
 
-# 4./5.
-say "starting Airflow: http://localhost:$AIRFLOW_PORT  (login admin / admin; Ctrl-C stops it)"
-airflow standalone
+# 4./5. in its own process group, so that stopping it stops every process it started
+say "starting Airflow on http://localhost:$AIRFLOW_PORT (Ctrl-C stops it and everything it started)"
+setsid airflow standalone </dev/null &
+AIRFLOW_PID=$!
+HEALTH="http://127.0.0.1:$AIRFLOW_PORT/api/v2/monitor/health"
+for _ in $(seq 1 240); do   # up to 120 s
+    if ! kill -0 "$AIRFLOW_PID" 2>/dev/null; then
+        say "ERROR: Airflow stopped while starting (see the lines above)" >&2
+        exit 1
+    fi
+    if "$PY" - "$HEALTH" <<'PYEOF' 2>/dev/null
+import json, sys, urllib.request
+health = json.load(urllib.request.urlopen(sys.argv[1], timeout=2))
+parts = ("metadatabase", "scheduler", "dag_processor")
+sys.exit(0 if all(health.get(p, {}).get("status") == "healthy" for p in parts) else 1)
+PYEOF
+    then
+        say "ready: http://localhost:$AIRFLOW_PORT (login admin / admin): api-server, scheduler and dag-processor healthy"
+        wait "$AIRFLOW_PID" || true
+        exit 0
+    fi
+    sleep 0.5
+done
+say "ERROR: Airflow's API server did not report healthy within 120 s ($HEALTH)" >&2
+exit 1
