@@ -2,8 +2,8 @@
 ### Salesforce org summary
 
 Counts the records of every object sfsync syncs (leads, contacts, accounts, users, opportunities
-and their contact roles, campaigns and members, tasks, events, and the custom objects
-`Webinar_Attendance__c` and `Subscription__c`) and reads the org's daily API usage, through the
+and their contact roles, campaigns and members, tasks, events, and the custom objects the
+configuration names under `custom_objects`) and reads the org's daily API usage, through the
 `salesforce_default` connection.
 
 * **Direction:** read-only (Salesforce → task log / XCom); nothing is written anywhere.
@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import dag, task
 
 from include.sfsync.airflow_glue import default_args
-from include.sfsync.org_summary import format_summary, summarize
+from include.sfsync.org_summary import SUMMARY_OBJECTS, format_summary, summarize
 
 log = logging.getLogger("airflow.task")
 
@@ -50,7 +50,10 @@ def salesforce_org_summary():
         from simple_salesforce.exceptions import SalesforceAuthenticationFailed
 
         try:
-            summary = summarize(conn_id="salesforce_default")
+            from include.sfsync.config import load_config
+
+            summary = summarize(conn_id="salesforce_default",
+                                objects=SUMMARY_OBJECTS + tuple(load_config().custom_objects))
         except SalesforceAuthenticationFailed as exc:
             raise AirflowFailException(f"Salesforce login failed, not retrying: {exc}") from exc
         log.info("Salesforce org summary:\n%s", format_summary(summary))

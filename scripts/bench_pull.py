@@ -43,6 +43,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from include.salesforce_emulator.demo import demo_sync_settings  # noqa: E402
 from include.salesforce_emulator.process import start_emulator  # noqa: E402
 
 OUT = ROOT / ".bench"
@@ -89,7 +90,7 @@ def worker_copy(result_path: Path, backend: str, profile: bool) -> None:
     from include.sfsync.context import open_context
     from include.sfsync.objects import object_names
 
-    config = load_config(overrides={"bulk_poll_seconds": 0})
+    config = load_config(overrides={**demo_sync_settings(), "bulk_poll_seconds": 0})
     profiler = None
     if profile:
         import cProfile
@@ -139,7 +140,7 @@ def worker_cycles(result_path: Path, backend: str, changes: list[int]) -> None:
     from include.sfsync import pipeline
     from include.sfsync.config import load_config
 
-    config = load_config(overrides={"bulk_poll_seconds": 0})
+    config = load_config(overrides={**demo_sync_settings(), "bulk_poll_seconds": 0})
 
     def cycle(label: str, n: int | None) -> dict:
         control("POST", "/clock", {"advance_seconds": SETTLE_SECONDS})

@@ -153,7 +153,9 @@ def bench_backend(backend: str, tmp: Path, args) -> dict:
     else:
         scope = Postgres(args.postgres_url)
         conn = scope.__enter__()
-    overrides: dict = {"bulk_poll_seconds": 0}
+    from include.salesforce_emulator.demo import demo_sync_settings
+
+    overrides: dict = {**demo_sync_settings(), "bulk_poll_seconds": 0}
     if args.push_bulk_threshold:
         overrides["push"] = {"bulk_threshold": args.push_bulk_threshold}
     try:

@@ -76,9 +76,11 @@ def main() -> int:
         os.environ["AIRFLOW_CONN_SALESFORCE_DEFAULT"] = connection_json(info)
         _reset_demo_org(info)
 
-        from include.sfsync.org_summary import format_summary, summarize
+        from include.salesforce_emulator.demo import demo_sync_settings
+        from include.sfsync.org_summary import SUMMARY_OBJECTS, format_summary, summarize
 
-        summary = summarize(conn_id="salesforce_default")
+        summary = summarize(conn_id="salesforce_default", objects=SUMMARY_OBJECTS + tuple(
+            demo_sync_settings()["custom_objects"]))
         print()
         print(format_summary(summary))
         print()
@@ -108,7 +110,9 @@ def run_sync_demo(info: dict) -> None:
         leftover.unlink()
     os.environ["AIRFLOW_CONN_MARKETING_DB"] = json.dumps({"conn_type": "sqlite",
                                                           "host": str(database)})
-    config = load_config(overrides={"bulk_poll_seconds": 0})
+    from include.salesforce_emulator.demo import demo_sync_settings
+
+    config = load_config(overrides={**demo_sync_settings(), "bulk_poll_seconds": 0})
     objects = pipeline.prepare_copy("demo:initial", object_names(config.custom_objects),
                                     config=config)
     ctx = open_context(config)

@@ -88,6 +88,11 @@ fi
 if [ "$EMULATOR_PORT" != 8443 ]; then
     say "WARNING: airflow_settings.yaml points salesforce_default at 127.0.0.1:8443, not :$EMULATOR_PORT"
 fi
+# The demo org's custom objects and filter, unless the project has a configuration of its own.
+if [ -z "${SFSYNC_CONFIG:-}" ] && [ ! -f "$ROOT/config/sfsync.yaml" ]; then
+    export SFSYNC_CONFIG="$ROOT/include/salesforce_emulator/demo_sync.yaml"
+    say "configuration: $SFSYNC_CONFIG (the demo org's; create config/sfsync.yaml for your own)"
+fi
 CA_BUNDLE="$EMULATOR_DATA/tls/ca.pem"
 if [ -f "$CA_BUNDLE" ]; then
     export REQUESTS_CA_BUNDLE="$CA_BUNDLE"

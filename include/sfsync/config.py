@@ -16,7 +16,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from include.sfsync.errors import ConfigError
-from include.sfsync.objects import DEFAULT_CUSTOM_OBJECTS
 from include.sfsync.standardize import value_map_problem
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -127,8 +126,8 @@ class PushSettings(_Strict):
 class SyncConfig(_Strict):
     salesforce_conn_id: str = "salesforce_default"
     marketing_conn_id: str = "marketing_db"
-    # Custom objects to sync (one table each), as API names.
-    custom_objects: list[str] = list(DEFAULT_CUSTOM_OBJECTS)
+    # Custom objects to sync (one table each), as API names: opted in, none by default.
+    custom_objects: list[str] = []
     # Re-read changes this far behind the cursor: late-committing transactions and ties.
     overlap_seconds: int = Field(300, ge=60, le=86_400)
     # Above this many records an extract uses Bulk API 2.0 instead of REST pages.
@@ -142,10 +141,9 @@ class SyncConfig(_Strict):
     # per table: {"person": ["lead_score"]}.
     block_updates: dict[str, list[str]] = {}
     formula_fields: FormulaFields = FormulaFields()
-    sync_filters: list[SyncFilter] = [
-        SyncFilter(object="Lead", field="Do_Not_Sync_Marketing__c", skip_when=True),
-        SyncFilter(object="Contact", field="Do_Not_Sync_Marketing__c", skip_when=True),
-    ]
+    # Records kept out of the marketing database, by a field the admin chooses (none by
+    # default): e.g. {object: Lead, field: Do_Not_Sync_Marketing__c, skip_when: true}.
+    sync_filters: list[SyncFilter] = []
     # Field mapping overrides, "Object.Field": "column" (null or "" = do not sync the field).
     mappings: dict[str, str | None] = {}
     dedupe_rules: list[DedupeRule] = [DedupeRule(name="same_email", columns=["email"],

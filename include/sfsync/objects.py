@@ -39,8 +39,6 @@ CUSTOM_GROUP = "custom_objects"
 PEOPLE = ("Lead", "Contact")
 # What a run asks for to copy every object the configuration syncs (read at run time).
 ALL_OBJECTS = "all"
-# The custom objects synced when the configuration names none (``custom_objects``).
-DEFAULT_CUSTOM_OBJECTS = ("Webinar_Attendance__c", "Subscription__c")
 
 
 def standard_groups() -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -60,10 +58,10 @@ def custom_object_type(name: str) -> ObjectType:
     return ObjectType(name, snake(name), CUSTOM_GROUP, custom=True)
 
 
-def object_types(custom_objects: Iterable[str] = DEFAULT_CUSTOM_OBJECTS) -> list[ObjectType]:
+def object_types(custom_objects: Iterable[str] = ()) -> list[ObjectType]:
     """Every synced object type: the standard ones, then the custom objects named."""
     return list(STANDARD_OBJECTS) + [custom_object_type(n) for n in custom_objects]
 
 
-def object_names(custom_objects: Iterable[str] = DEFAULT_CUSTOM_OBJECTS) -> list[str]:
+def object_names(custom_objects: Iterable[str] = ()) -> list[str]:
     return [o.sf_object for o in object_types(custom_objects)]

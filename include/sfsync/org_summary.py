@@ -10,12 +10,11 @@ from typing import Any
 
 from tabulate import SEPARATING_LINE, tabulate
 
-from include.sfsync.objects import DEFAULT_CUSTOM_OBJECTS
-
-# The objects the sync cares about, in display order.
+# The standard objects the sync cares about, in display order (the configured custom objects
+# follow them).
 SUMMARY_OBJECTS: tuple[str, ...] = (
     "Lead", "Contact", "Account", "User", "Opportunity", "OpportunityContactRole", "Campaign",
-    "CampaignMember", "Task", "Event", *DEFAULT_CUSTOM_OBJECTS,
+    "CampaignMember", "Task", "Event",
 )
 
 # errorCodes meaning "the sync user cannot see this object" rather than "something is broken".

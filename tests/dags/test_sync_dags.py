@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import requests
 import sqlalchemy as sa
+import yaml
 
+from include.salesforce_emulator.demo import demo_sync_settings
 from include.salesforce_emulator.server import EmulatorServer
 from include.sfsync.objects import object_names
 
@@ -29,7 +31,7 @@ def sync_env(tmp_path, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_MARKETING_DB",
                        json.dumps({"conn_type": "sqlite", "host": str(database)}))
     config = tmp_path / "sfsync.yaml"
-    config.write_text("bulk_poll_seconds: 0\n")
+    config.write_text(yaml.safe_dump({**demo_sync_settings(), "bulk_poll_seconds": 0}))
     monkeypatch.setenv("SFSYNC_CONFIG", str(config))
     yield info, sa.create_engine(f"sqlite:///{database}")
     server.stop()
@@ -65,7 +67,7 @@ def test_initial_copy_then_incremental_cycles(airflow_db, sync_env):
     synced_leads = [r for r in truth["Lead"] if not r["Do_Not_Sync_Marketing__c"]]
     assert 0 < people <= len(synced_leads) + len(truth["Contact"])
     assert initial.params["objects"] == ["all"]  # every object the configuration syncs
-    assert marks == len(object_names())  # every cursor started: history complete
+    assert marks == len(object_names(demo_sync_settings()["custom_objects"]))  # all started
     assert status == ["success"]
 
     incremental = _dag("salesforce_incremental_sync")

@@ -28,7 +28,9 @@ from datetime import UTC, datetime
 import pytest
 import requests
 import sqlalchemy as sa
+import yaml
 
+from include.salesforce_emulator.demo import demo_sync_settings
 from include.salesforce_emulator.process import start_emulator
 from tests.airflow_stack import ROOT, AirflowStack
 
@@ -123,7 +125,7 @@ def test_three_month_backfill_copies_exactly_the_windows(tmp_path, emulator, air
     shutil.copy(ROOT / "dags" / f"{DAG_ID}.py", dags)  # not the incremental DAG: it would run
     database = tmp_path / "marketing.db"
     config = tmp_path / "sfsync.yaml"
-    config.write_text("bulk_poll_seconds: 0\n")
+    config.write_text(yaml.safe_dump({**demo_sync_settings(), "bulk_poll_seconds": 0}))
     env = {
         "AIRFLOW_CONN_SALESFORCE_DEFAULT": json.dumps({
             "conn_type": "salesforce", "login": info["username"], "password": info["password"],

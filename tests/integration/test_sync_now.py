@@ -26,7 +26,9 @@ from datetime import datetime
 import pytest
 import requests
 import sqlalchemy as sa
+import yaml
 
+from include.salesforce_emulator.demo import demo_sync_settings
 from include.salesforce_emulator.process import start_emulator
 from tests.airflow_stack import ROOT, AirflowStack
 
@@ -79,8 +81,8 @@ def test_sync_now_reaches_salesforce_within_ten_seconds(tmp_path, emulator, airf
 
     # 1. The initial copy, in-process.
     engine = create_engine(f"sqlite:///{database}")
-    summary = run_cycle("test:initial", config=load_config(overrides={"bulk_poll_seconds": 0}),
-                        engine=engine)
+    config = load_config(overrides={**demo_sync_settings(), "bulk_poll_seconds": 0})
+    summary = run_cycle("test:initial", config=config, engine=engine)
     assert summary["counts"]["Lead"]["new"] > 0, summary
 
     # 2. Marketing-side edits with plain SQL.
@@ -107,7 +109,7 @@ def test_sync_now_reaches_salesforce_within_ten_seconds(tmp_path, emulator, airf
     dags.mkdir()
     shutil.copy(ROOT / "dags" / f"{DAG_ID}.py", dags)
     config = tmp_path / "sfsync.yaml"
-    config.write_text("bulk_poll_seconds: 0\n")
+    config.write_text(yaml.safe_dump({**demo_sync_settings(), "bulk_poll_seconds": 0}))
     stack_env = {**env, "SFSYNC_CONFIG": str(config), "PYTHONPATH": str(ROOT)}
     with AirflowStack(dags_folder=dags, home=tmp_path / "home", env=stack_env,
                       pools={"salesforce_push": 1}, dag_ids=[DAG_ID],

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from include.salesforce_emulator.demo import demo_sync_settings
 from include.sfsync import pipeline as P
 from include.sfsync.config import load_config
 from include.sfsync.context import open_context
@@ -14,7 +15,7 @@ from include.sfsync.store.schema import ensure_activity_table
 
 pytestmark = pytest.mark.integration
 
-BASE = {"bulk_poll_seconds": 0}
+BASE = {**demo_sync_settings(), "bulk_poll_seconds": 0}
 FORM, CLICK = "Filled out form", "Clicked link in e-mail"  # the default Subject prefixes
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from include.salesforce_emulator.demo import demo_sync_settings
 from include.sfsync import pipeline
 from include.sfsync.config import load_config
 
@@ -13,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 def _cycle(org, key: str, **overrides) -> dict:
     org.control("POST", "/clock", json={"advance_seconds": 120})
-    config = load_config(overrides={"bulk_poll_seconds": 0, **overrides})
+    config = load_config(overrides={**demo_sync_settings(), "bulk_poll_seconds": 0, **overrides})
     return pipeline.run_cycle(key, config=config)
 
 

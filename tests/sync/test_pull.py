@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from include.salesforce_emulator.demo import demo_sync_settings
 from include.sfsync import pipeline as P
 from include.sfsync.config import ConfigError, load_config
 from include.sfsync.context import SyncContext, open_context
@@ -19,8 +20,9 @@ from include.sfsync.values import parse_sf_datetime, parse_value
 pytestmark = pytest.mark.integration
 
 ZERO = {"new": 0, "updated": 0, "deleted": 0, "skipped": 0, "failed": 0}
-# The marketing database is private to each test: keep the polling for Bulk jobs short.
-BASE = {"bulk_poll_seconds": 0}
+# The marketing database is private to each test: keep the polling for Bulk jobs short. The
+# demo org's custom objects and "do not sync" checkbox are opted in, as its admin would.
+BASE = {**demo_sync_settings(), "bulk_poll_seconds": 0}
 
 
 class Sync:

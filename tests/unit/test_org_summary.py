@@ -68,7 +68,7 @@ def test_invisible_object_counts_as_none(fake_hook):
     counts = dict.fromkeys(SUMMARY_OBJECTS, 1)
     fake_hook(FakeSalesforce(counts, limits={"DailyApiRequests": {"Max": 10, "Remaining": 9}},
                              errors={"Subscription__c": invalid_type("Subscription__c")}))
-    summary = summarize()
+    summary = summarize(objects=(*SUMMARY_OBJECTS, "Subscription__c"))  # a configured one
     assert summary["objects"]["Subscription__c"] is None
     assert summary["objects"]["Lead"] == 1
 
