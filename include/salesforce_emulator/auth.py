@@ -143,8 +143,14 @@ def _client_error(org: Org, client_id, client_secret, *, secret_required: bool) 
 def _check_jwt(org: Org, assertion: str) -> str | None:
     import jwt  # PyJWT ships with Airflow; only this rarely used flow needs it
 
+    key = org.settings.jwt_public_key
     try:
-        claims = jwt.decode(assertion, options={"verify_signature": False, "verify_exp": False})
+        if key:
+            claims = jwt.decode(assertion, key, algorithms=["RS256"],
+                                options={"verify_exp": False, "verify_aud": False})
+        else:
+            claims = jwt.decode(assertion, options={"verify_signature": False,
+                                                    "verify_exp": False})
     except jwt.PyJWTError:
         return "invalid assertion"
     if claims.get("iss") != org.settings.consumer_key:

@@ -38,6 +38,9 @@ class Settings:
     consumer_key: str = "3MVG9sfsyncDemoConsumerKey"
     consumer_secret: str = "sfsync-demo-consumer-secret"
     refresh_token: str = "5Aep861sfsyncDemoRefreshToken"
+    # The connected app's certificate (PEM public key) for the JWT bearer flow: when set, an
+    # assertion must be signed (RS256) with its private key, as Salesforce checks it.
+    jwt_public_key: str = ""
     # Sessions expire after this many seconds without use (wall clock, as Salesforce's
     # "timeout value" does).
     session_seconds: int = 7200

@@ -1,0 +1,66 @@
+"""Whole cycles through the Airflow connection's other logins: OAuth 2.0 client credentials and
+JWT bearer (SalesforceHook extras, as a user sets them), on SQLite and PostgreSQL.
+
+The emulator checks the JWT as Salesforce does: signed with the key of the connected app's
+certificate, issued by its consumer key, for the user, not expired."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.sync.test_pull import Sync
+
+pytestmark = pytest.mark.integration
+
+
+def _key_pair() -> tuple[str, str]:
+    """(private key, public key) in PEM."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private, public.decode()
+
+
+@pytest.mark.parametrize("login", ["client_credentials", "jwt_bearer"])
+def test_a_whole_cycle_with_an_oauth_login(login, org, marketing_db, monkeypatch):
+    info = org.info
+    extra = {"domain": info["login_domain"], "version": "59.0",
+             "consumer_key": info["consumer_key"]}
+    conn: dict = {"conn_type": "salesforce", "extra": extra}
+    if login == "client_credentials":  # no user or password: the connected app's run-as user
+        extra["consumer_secret"] = info["consumer_secret"]
+    else:
+        private, public = _key_pair()
+        org.control("PATCH", "/settings", json={"jwt_public_key": public})
+        conn["login"] = info["username"]
+        extra["private_key"] = private
+    monkeypatch.setenv("AIRFLOW_CONN_SALESFORCE_DEFAULT", json.dumps(conn))
+    org.control("DELETE", "/counters")
+    sync = Sync(org, marketing_db)
+    summary = sync.cycle("first")
+    assert summary["counts"]["Lead"]["new"] > 0 and summary["counts"]["Lead"]["failed"] == 0
+    sync.mdb.execute("UPDATE person SET title = 'Pushed via OAuth' WHERE id = :i",
+                     i=sync.mdb.rows("person", "sfdc_type = 'Lead' AND sfdc_is_deleted = :f",
+                                     f=False)[0]["id"])
+    sync.advance(60)
+    pushed = sync.cycle("second")["push"]["people"]
+    assert pushed["counts"]["Lead"]["updated"] == 1, pushed
+    calls = org.counters()
+    assert calls.get("login.oauth", 0) >= 2 and not calls.get("login.soap"), calls
+
+
+def test_a_jwt_signed_with_another_key_is_refused(org):
+    from simple_salesforce import Salesforce
+    from simple_salesforce.exceptions import SalesforceAuthenticationFailed
+
+    info = org.info
+    org.control("PATCH", "/settings", json={"jwt_public_key": _key_pair()[1]})
+    with pytest.raises(SalesforceAuthenticationFailed, match="invalid assertion"):
+        Salesforce(username=info["username"], consumer_key=info["consumer_key"],
+                   privatekey=_key_pair()[0], domain=info["login_domain"])
