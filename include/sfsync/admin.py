@@ -1,5 +1,6 @@
 """Admin commands for the marketing database.
 
+    python -m include.sfsync.admin connect
     python -m include.sfsync.admin status
     python -m include.sfsync.admin outbox [--all]
     python -m include.sfsync.admin release (--table person --row-id 42 | --quarantined)
@@ -7,6 +8,8 @@
     python -m include.sfsync.admin config
     python -m include.sfsync.admin mapping
 
+``connect`` checks the Salesforce connection: which org (id, name, sandbox or production),
+which user, the API usage against the daily limit, and which synced objects the user can see.
 ``status`` prints the sync status (Last synced / Sync in progress / Failed), the latest run's
 counts, the push backlog and the org the database is locked to. ``outbox`` lists the local
 changes Salesforce rejected (failed, quarantined) with the reason; ``--all`` adds the pending
@@ -36,6 +39,7 @@ from include.sfsync.config import load_config
 from include.sfsync.context import new_client
 from include.sfsync.errors import ConfigError
 from include.sfsync.objects import object_names
+from include.sfsync.salesforce import soql
 from include.sfsync.store.engine import engine_for, reader
 from include.sfsync.store.ledger import COUNT_KEYS, repoint_org
 from include.sfsync.store.outbox import PENDING, outbox_t, retry_rows
@@ -117,6 +121,39 @@ def release(engine, *, table: str | None = None, row_id: int | None = None) -> i
         return retry_rows(conn, None, quarantined_only=True)
 
 
+def connect() -> str:
+    """What the Salesforce connection reaches: org, user, API usage, visible objects (3 API
+    calls: the organization, the limits, the global describe)."""
+    config = load_config()
+    client = new_client(config)
+    org = client.sf.query(soql.select("Organization", [
+        "Id", "Name", "IsSandbox", "OrganizationType"]))["records"][0]
+    daily = (client.sf.limits() or {}).get("DailyApiRequests") or {}
+    visible = {o["name"] for o in client.sf.describe()["sobjects"]}
+    wanted = object_names(config.custom_objects)
+    missing = [name for name in wanted if name not in visible]
+    kind = "sandbox" if org.get("IsSandbox") else "production"
+    lines = [f"Salesforce org {org['Id']} \"{org.get('Name')}\" ({kind}, "
+             f"{org.get('OrganizationType') or 'edition unknown'}) at {client.instance_url}",
+             f"Sync user: {_sync_user(config.salesforce_conn_id)}"]
+    if "Max" in daily and "Remaining" in daily:
+        used, most = daily["Max"] - daily["Remaining"], daily["Max"]
+        lines.append(f"API requests in the last 24 h: {used:,} of {most:,} "
+                     f"({used / most:.1%})" if most else f"API requests: {used:,}")
+    lines.append(f"The sync user sees {len(visible)} objects; of the {len(wanted)} the "
+                 "configuration syncs, " + ("all are visible." if not missing else
+                                            f"not visible: {', '.join(missing)}."))
+    lines.append(f"This check made {client.api_calls} API calls.")
+    return "\n".join(lines)
+
+
+def _sync_user(conn_id: str) -> str:
+    from airflow.sdk import BaseHook  # Airflow's SDK: only where a connection is looked up
+
+    login = BaseHook.get_connection(conn_id).login
+    return login or "the connected app's run-as user (OAuth client credentials)"
+
+
 def mapping() -> str:
     """Every field mapping the sync would use, as YAML for ``mappings:`` (asks Salesforce)."""
     config = load_config()
@@ -163,6 +200,7 @@ def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m include.sfsync.admin",
                                      description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("connect", help="check the Salesforce connection: org, user, API usage")
     sub.add_parser("status", help="sync status and the latest run's counts")
     box = sub.add_parser("outbox", help="local changes Salesforce rejected")
     box.add_argument("--all", action="store_true", help="pending changes too")
@@ -180,9 +218,9 @@ def _main(argv: list[str] | None) -> int:
     if args.command == "config":
         print(json.dumps(config.model_dump(), indent=2))
         return 0
-    if args.command == "mapping":
+    if args.command in {"mapping", "connect"}:
         use_airflow_connections(config.salesforce_conn_id)
-        print(mapping())
+        print(mapping() if args.command == "mapping" else connect())
         return 0
     use_airflow_connections(config.marketing_conn_id)
     engine = engine_for(config.marketing_conn_id)

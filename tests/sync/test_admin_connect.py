@@ -1,0 +1,40 @@
+"""`admin connect`: which org and user the Salesforce connection reaches, its API usage and what
+the sync user can see, before anything is copied."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from include.sfsync import admin
+
+pytestmark = pytest.mark.integration
+
+
+def test_connect_names_the_org_the_user_the_usage_and_what_is_not_visible(org, tmp_path,
+                                                                          monkeypatch, capsys):
+    config = tmp_path / "sfsync.yaml"
+    config.write_text(yaml.safe_dump({"custom_objects": ["Subscription__c", "Nope__c"]}))
+    monkeypatch.setenv("SFSYNC_CONFIG", str(config))
+    org.control("PATCH", "/settings", json={"api_max": 15000})
+    assert admin.main(["connect"]) == 0
+    out = capsys.readouterr().out
+    org_id = org.control("GET", "/")["org_id"]
+    assert f"Salesforce org {org_id}" in out and "(production, " in out, out
+    assert f"Sync user: {org.info['username']}" in out
+    assert "of 15,000" in out
+    assert "of the 12 the configuration syncs, not visible: Nope__c." in out, out
+    assert "This check made 3 API calls." in out
+
+
+def test_connect_with_a_bad_password_is_one_line(org, monkeypatch, capsys):
+    import json
+
+    monkeypatch.setenv("AIRFLOW_CONN_SALESFORCE_DEFAULT", json.dumps({
+        "conn_type": "salesforce", "login": org.info["username"], "password": "wrong",
+        "extra": {"security_token": org.info["security_token"],
+                  "domain": org.info["login_domain"]}}))
+    assert admin.main(["connect"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1, err
+    assert "INVALID_LOGIN" in err or "Authentication" in err, err
