@@ -1,6 +1,7 @@
 """Admin commands for the marketing database.
 
     python -m include.sfsync.admin connect
+    python -m include.sfsync.admin fields [--csv]
     python -m include.sfsync.admin status
     python -m include.sfsync.admin outbox [--all]
     python -m include.sfsync.admin release (--table person --row-id 42 | --quarantined)
@@ -10,6 +11,8 @@
 
 ``connect`` checks the Salesforce connection: which org (id, name, sandbox or production),
 which user, the API usage against the daily limit, and which synced objects the user can see.
+``fields`` lists every field of every synced object the sync user can see and what the sync
+does with it (its column and direction, or why it is not synced), as a table or ``--csv``.
 ``status`` prints the sync status (Last synced / Sync in progress / Failed), the latest run's
 counts, the push backlog and the org the database is locked to. ``outbox`` lists the local
 changes Salesforce rejected (failed, quarantined) with the reason; ``--all`` adds the pending
@@ -25,6 +28,8 @@ Connections come from Airflow (``marketing_db``, ``salesforce_default``), as for
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import os
 import re
@@ -154,6 +159,32 @@ def _sync_user(conn_id: str) -> str:
     return login or "the connected app's run-as user (OAuth client credentials)"
 
 
+FIELD_COLUMNS = ("object", "field", "type", "table", "column", "direction", "synced", "reason")
+
+
+def fields_report(*, as_csv: bool = False) -> str:
+    """Every visible field of every synced object and what the sync does with it, with the
+    configuration's warnings (one describe call per 25 objects)."""
+    config = load_config()
+    client = new_client(config)
+    catalog = build_catalog(client.describe_all(object_names(config.custom_objects)), config)
+    rows = [[f.sf_object, f.sf_field, f.sf_type, obj.type.table, f.column or "",
+             obj.type.direction if f.synced else "", "yes" if f.synced else "no", f.reason]
+            for obj in catalog.ordered() for f in obj.fields]
+    if as_csv:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(FIELD_COLUMNS)
+        writer.writerows(rows)
+        return out.getvalue().rstrip("\n")
+    synced = sum(row[6] == "yes" for row in rows)
+    lines = [tabulate(rows, headers=[c.capitalize() for c in FIELD_COLUMNS],
+                      disable_numparse=True),
+             f"{synced:,} of {len(rows):,} fields synced, {len(catalog.objects)} objects."]
+    lines += [f"warning: {w}" for w in catalog.warnings]
+    return "\n".join(lines)
+
+
 def mapping() -> str:
     """Every field mapping the sync would use, as YAML for ``mappings:`` (asks Salesforce)."""
     config = load_config()
@@ -201,6 +232,8 @@ def _main(argv: list[str] | None) -> int:
                                      description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("connect", help="check the Salesforce connection: org, user, API usage")
+    flds = sub.add_parser("fields", help="every visible field and what the sync does with it")
+    flds.add_argument("--csv", action="store_true", help="as CSV, one row per field")
     sub.add_parser("status", help="sync status and the latest run's counts")
     box = sub.add_parser("outbox", help="local changes Salesforce rejected")
     box.add_argument("--all", action="store_true", help="pending changes too")
@@ -218,9 +251,10 @@ def _main(argv: list[str] | None) -> int:
     if args.command == "config":
         print(json.dumps(config.model_dump(), indent=2))
         return 0
-    if args.command in {"mapping", "connect"}:
+    if args.command in {"mapping", "connect", "fields"}:
         use_airflow_connections(config.salesforce_conn_id)
-        print(mapping() if args.command == "mapping" else connect())
+        print({"mapping": mapping, "connect": connect,
+               "fields": lambda: fields_report(as_csv=args.csv)}[args.command]())
         return 0
     use_airflow_connections(config.marketing_conn_id)
     engine = engine_for(config.marketing_conn_id)

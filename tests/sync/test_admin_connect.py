@@ -38,3 +38,28 @@ def test_connect_with_a_bad_password_is_one_line(org, monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and len(err.splitlines()) == 1, err
     assert "INVALID_LOGIN" in err or "Authentication" in err, err
+
+
+def test_fields_shows_what_the_sync_does_with_each_field(org, tmp_path, monkeypatch, capsys):
+    import csv
+    import io
+
+    config = tmp_path / "sfsync.yaml"
+    config.write_text(yaml.safe_dump({"hidden_fields": {"Lead": ["Description"]},
+                                      "mappings": {"Lead.Title": "job_title"},
+                                      "custom_objects": ["Nope__c"]}))
+    monkeypatch.setenv("SFSYNC_CONFIG", str(config))
+    assert admin.main(["fields", "--csv"]) == 0
+    rows = {(r["object"], r["field"]): r
+            for r in csv.DictReader(io.StringIO(capsys.readouterr().out))}
+    assert (rows[("Lead", "Email")]["column"], rows[("Lead", "Email")]["direction"]) == (
+        "email", "two-way")
+    assert (rows[("Account", "Name")]["table"], rows[("Account", "Name")]["direction"]) == (
+        "company", "salesforce-to-marketing")
+    assert rows[("Lead", "Title")]["column"] == "job_title"
+    assert (rows[("Lead", "Description")]["synced"], rows[("Lead", "Description")]["reason"]) \
+        == ("no", "hidden in config (hidden_fields)")
+    assert not [key for key in rows if key[0] == "Nope__c"]
+    assert admin.main(["fields"]) == 0
+    table = capsys.readouterr().out
+    assert "fields synced" in table and "warning: custom_objects: Nope__c" in table
