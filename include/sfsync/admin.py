@@ -2,6 +2,7 @@
 
     python -m include.sfsync.admin connect
     python -m include.sfsync.admin fields [--csv]
+    python -m include.sfsync.admin start [--objects Lead Contact ...]
     python -m include.sfsync.admin status
     python -m include.sfsync.admin outbox [--all]
     python -m include.sfsync.admin release (--table person --row-id 42 | --quarantined)
@@ -13,6 +14,8 @@
 which user, the API usage against the daily limit, and which synced objects the user can see.
 ``fields`` lists every field of every synced object the sync user can see and what the sync
 does with it (its column and direction, or why it is not synced), as a table or ``--csv``.
+``start`` runs the initial copy here and now, as ``salesforce_initial_sync`` does (every object
+the configuration syncs, or ``--objects``), then the incremental DAG carries on from it.
 ``status`` prints the sync status (Last synced / Sync in progress / Failed), the latest run's
 counts, the push backlog and the org the database is locked to. ``outbox`` lists the local
 changes Salesforce rejected (failed, quarantined) with the reason; ``--all`` adds the pending
@@ -41,12 +44,12 @@ from tabulate import SEPARATING_LINE, tabulate
 
 from include.sfsync.catalog import build_catalog
 from include.sfsync.config import load_config
-from include.sfsync.context import new_client
+from include.sfsync.context import new_client, open_context
 from include.sfsync.errors import ConfigError
-from include.sfsync.objects import object_names
+from include.sfsync.objects import ALL_OBJECTS, object_names
 from include.sfsync.salesforce import soql
-from include.sfsync.store.engine import engine_for, reader
-from include.sfsync.store.ledger import COUNT_KEYS, repoint_org
+from include.sfsync.store.engine import engine_for, reader, utcnow
+from include.sfsync.store.ledger import COUNT_KEYS, mark_failed, repoint_org
 from include.sfsync.store.outbox import PENDING, outbox_t, retry_rows
 from include.sfsync.store.tables import ensure_bookkeeping
 
@@ -185,6 +188,28 @@ def fields_report(*, as_csv: bool = False) -> str:
     return "\n".join(lines)
 
 
+def start(objects: list[str]) -> str:
+    """The initial copy, in this process: the same steps as ``salesforce_initial_sync``."""
+    from include.sfsync import pipeline  # the engine's steps: for this command only
+
+    run_key = f"admin_start:{utcnow():%Y-%m-%dT%H:%M:%S}"
+    names = pipeline.prepare_copy(run_key, objects, dag_id="admin start")
+    try:
+        ctx = open_context()
+        for name in names:
+            pipeline.copy_object(run_key, name, None, None, ctx)
+        summary = pipeline.finish_copy(run_key, names, ctx)
+    except Exception as exc:
+        mark_failed(engine_for(load_config().marketing_conn_id), run_key, str(exc))
+        raise
+    waiting = sorted(n for n, done in summary["cursor_started"].items() if not done)
+    return "\n".join([
+        counts_table(summary["counts"], title=f"Initial copy ({run_key})",
+                     api_calls=summary["api_calls"]),
+        "Incremental cycles continue from here (salesforce_incremental_sync)."
+        + (f" Not complete yet: {', '.join(waiting)}." if waiting else "")])
+
+
 def mapping() -> str:
     """Every field mapping the sync would use, as YAML for ``mappings:`` (asks Salesforce)."""
     config = load_config()
@@ -234,6 +259,9 @@ def _main(argv: list[str] | None) -> int:
     sub.add_parser("connect", help="check the Salesforce connection: org, user, API usage")
     flds = sub.add_parser("fields", help="every visible field and what the sync does with it")
     flds.add_argument("--csv", action="store_true", help="as CSV, one row per field")
+    begin = sub.add_parser("start", help="the initial copy, here and now")
+    begin.add_argument("--objects", nargs="+", default=[ALL_OBJECTS],
+                       help="objects to copy (default: all the configuration syncs)")
     sub.add_parser("status", help="sync status and the latest run's counts")
     box = sub.add_parser("outbox", help="local changes Salesforce rejected")
     box.add_argument("--all", action="store_true", help="pending changes too")
@@ -257,6 +285,10 @@ def _main(argv: list[str] | None) -> int:
                "fields": lambda: fields_report(as_csv=args.csv)}[args.command]())
         return 0
     use_airflow_connections(config.marketing_conn_id)
+    if args.command == "start":
+        use_airflow_connections(config.salesforce_conn_id)
+        print(start(args.objects))
+        return 0
     engine = engine_for(config.marketing_conn_id)
     if args.command == "status":
         print(status(engine))

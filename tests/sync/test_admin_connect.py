@@ -63,3 +63,28 @@ def test_fields_shows_what_the_sync_does_with_each_field(org, tmp_path, monkeypa
     assert admin.main(["fields"]) == 0
     table = capsys.readouterr().out
     assert "fields synced" in table and "warning: custom_objects: Nope__c" in table
+
+
+def test_start_copies_the_org_and_the_incremental_cycles_carry_on(org, marketing_db, tmp_path,
+                                                                 monkeypatch, capsys):
+    """The default configuration (standard objects only, no custom field named) on the demo
+    org: `admin start` copies it and starts every cursor; the next cycle reads only changes."""
+    from include.sfsync import pipeline
+    from include.sfsync.config import load_config
+    from include.sfsync.objects import object_names
+
+    config = tmp_path / "sfsync.yaml"
+    config.write_text(yaml.safe_dump({"bulk_poll_seconds": 0}))
+    monkeypatch.setenv("SFSYNC_CONFIG", str(config))
+    assert admin.main(["start"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "Initial copy (admin_start:" in out and "Incremental cycles continue" in out, out
+    assert "Not complete yet" not in out
+    truth = org.control("GET", "/export", params={"objects": "Account,Lead,Contact"})
+    assert marketing_db.scalar("SELECT count(*) FROM company") == len(truth["Account"])
+    assert marketing_db.scalar("SELECT count(*) FROM sfsync_watermark WHERE cursor_modstamp "
+                               "IS NOT NULL") == len(object_names())
+    assert marketing_db.scalar("SELECT status FROM sfsync_run") == "success"
+    org.control("POST", "/clock", json={"advance_seconds": 900})
+    summary = pipeline.run_cycle("after-start", config=load_config())
+    assert all(c["new"] == 0 for c in summary["counts"].values()), summary["counts"]
