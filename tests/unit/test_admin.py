@@ -77,12 +77,15 @@ def test_outbox_lists_rejected_changes_and_release_retries_them(database, capsys
         assert set(conn.execute(sa.select(outbox_t.c.status)).scalars()) == {"pending"}
 
 
-def test_a_missing_connection_is_one_clear_line(monkeypatch, capsys):
-    monkeypatch.delenv("AIRFLOW_CONN_MARKETING_DB", raising=False)
+def test_a_missing_connection_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    config = tmp_path / "sfsync.yaml"  # a connection id defined nowhere (env, metadata DB)
+    config.write_text("marketing_conn_id: sfsync_test_undefined_db\n")
+    monkeypatch.setenv("SFSYNC_CONFIG", str(config))
     assert admin.main(["status"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert err.startswith("error: the Airflow connection 'marketing_db' is not defined"), err
+    assert err.startswith("error: the Airflow connection 'sfsync_test_undefined_db' is not "
+                          "defined: set AIRFLOW_CONN_SFSYNC_TEST_UNDEFINED_DB"), err
 
 
 def test_connections_come_from_the_airflow_metadata_database(airflow_db, tmp_path, monkeypatch,
