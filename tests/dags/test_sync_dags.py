@@ -148,7 +148,7 @@ def test_failed_runs_are_marked_failed_with_their_cause(airflow_db, sync_env):
     assert row["status"] == "failed", row
     assert "rejected 1 record(s)" in row["message"]
     assert "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST" in row["message"], row
-    # an object the configuration does not sync: refused at once, naming it and the known ones
+    # an object the configuration does not sync: the plan fails at once (no retry)
     initial = _dag("salesforce_initial_sync")
     run = initial.test(run_conf={"objects": ["Nope__c"], "created_from": None,
                                  "created_to": None})
