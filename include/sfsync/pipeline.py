@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from include.sfsync import initial, maintenance
 from include.sfsync.config import SyncConfig, load_config
 from include.sfsync.context import SyncContext, connect, new_client, open_context, sync_schema
-from include.sfsync.errors import InputError, RecordsRejected
+from include.sfsync.errors import InputError, NotPreparedError, RecordsRejected
 from include.sfsync.objects import ALL_OBJECTS, PEOPLE, object_names
 from include.sfsync.pull import extract as X
 from include.sfsync.pull.dedupe import find_duplicates
@@ -101,7 +101,7 @@ def load_object(run_key: str, sf_object: str, ctx: SyncContext | None = None) ->
             ctx.books["extract"].c.run_key == run_key,
             ctx.books["extract"].c.sf_object == sf_object)).scalar()
     if status not in {"filtered", "loaded"}:
-        raise RuntimeError(f"{sf_object}: the field filter has not run for run {run_key} "
+        raise NotPreparedError(f"{sf_object}: the field filter has not run for run {run_key} "
                            f"(status {status!r})")
     counts = load_staged(ctx.engine, ctx.tables, ctx.catalog, run_key, sf_object,
                          X.staged(ctx.engine, ctx.books, run_key, sf_object))

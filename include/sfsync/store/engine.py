@@ -94,8 +94,8 @@ def _prepared(engine: Engine) -> Engine:
     return engine
 
 
-def _engine_kwargs(url: str | sa.URL) -> dict:
-    if str(url).startswith("sqlite"):
+def _engine_kwargs(dialect: str) -> dict:
+    if dialect == "sqlite":
         return {"connect_args": {"timeout": 60}}
     return {"pool_pre_ping": True}
 
@@ -104,7 +104,7 @@ def create_engine(url: str) -> Engine:
     """An engine for a SQLAlchemy URL (``sqlite:///...``, ``postgresql://...``)."""
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    return _prepared(sa.create_engine(url, **_engine_kwargs(url)))
+    return _prepared(sa.create_engine(url, **_engine_kwargs(url.split(":", 1)[0])))
 
 
 def engine_for(conn_id: str) -> Engine:

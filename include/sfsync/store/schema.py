@@ -91,7 +91,8 @@ def ensure_schema(engine: Engine, catalog: Catalog) -> dict[str, sa.Table]:
     dictionary; install the capture triggers. Returns the synced tables as stored."""
     books = ensure_bookkeeping(engine)
     tables = build_tables(catalog)
-    next(iter(tables.values())).metadata.create_all(engine)
+    for table in tables.values():  # no foreign keys between them: any order will do
+        table.create(engine, checkfirst=True)
     with engine.begin() as conn:
         inspector = sa.inspect(conn)
         for table in tables.values():
