@@ -48,6 +48,7 @@ from include.sfsync.context import new_client, open_context
 from include.sfsync.errors import ConfigError
 from include.sfsync.objects import ALL_OBJECTS, object_names
 from include.sfsync.salesforce import soql
+from include.sfsync.salesforce.client import daily_api_usage
 from include.sfsync.store.engine import engine_for, reader, utcnow
 from include.sfsync.store.ledger import COUNT_KEYS, mark_failed, repoint_org
 from include.sfsync.store.outbox import PENDING, outbox_t, retry_rows
@@ -136,7 +137,6 @@ def connect() -> str:
     client = new_client(config)
     org = client.sf.query(soql.select("Organization", [
         "Id", "Name", "IsSandbox", "OrganizationType"]))["records"][0]
-    daily = (client.sf.limits() or {}).get("DailyApiRequests") or {}
     visible = {o["name"] for o in client.sf.describe()["sobjects"]}
     wanted = object_names(config.custom_objects)
     missing = [name for name in wanted if name not in visible]
@@ -144,10 +144,9 @@ def connect() -> str:
     lines = [f"Salesforce org {org['Id']} \"{org.get('Name')}\" ({kind}, "
              f"{org.get('OrganizationType') or 'edition unknown'}) at {client.instance_url}",
              f"Sync user: {_sync_user(config.salesforce_conn_id)}"]
-    if "Max" in daily and "Remaining" in daily:
-        used, most = daily["Max"] - daily["Remaining"], daily["Max"]
-        lines.append(f"API requests in the last 24 h: {used:,} of {most:,} "
-                     f"({used / most:.1%})" if most else f"API requests: {used:,}")
+    used, most = daily_api_usage(client.sf)
+    if most:
+        lines.append(f"API requests in the last 24 h: {used:,} of {most:,} ({used / most:.1%})")
     lines.append(f"The sync user sees {len(visible)} objects; of the {len(wanted)} the "
                  "configuration syncs, " + ("all are visible." if not missing else
                                             f"not visible: {', '.join(missing)}."))

@@ -39,6 +39,7 @@ def summarize(conn_id: str = "salesforce_default",
     from airflow.providers.salesforce.hooks.salesforce import SalesforceHook
     from simple_salesforce.exceptions import SalesforceError
 
+    from include.sfsync.salesforce.client import daily_api_usage
     from include.sfsync.salesforce.soql import count as count_soql
 
     sf = SalesforceHook(salesforce_conn_id=conn_id).conn
@@ -51,15 +52,7 @@ def summarize(conn_id: str = "salesforce_default",
                 raise
             counts[name] = None
 
-    used = maximum = None
-    daily = (sf.limits() or {}).get("DailyApiRequests") or {}
-    if "Max" in daily and "Remaining" in daily:
-        maximum = int(daily["Max"])
-        used = maximum - int(daily["Remaining"])
-    else:  # fall back to the Sforce-Limit-Info header of the last response
-        usage = (sf.api_usage or {}).get("api-usage")
-        if usage is not None:
-            used, maximum = usage.used, usage.total
+    used, maximum = daily_api_usage(sf)
     return {"objects": counts, "api_usage": {"used": used, "max": maximum}}
 
 

@@ -30,6 +30,16 @@ def limit_hit(exc: Exception) -> bool:
     return "REQUEST_LIMIT_EXCEEDED" in str(getattr(exc, "content", "")) + str(exc)
 
 
+def daily_api_usage(sf) -> tuple[int | None, int | None]:
+    """(used, max) of the org's daily API requests (a simple-salesforce ``Salesforce``): the
+    limits resource, else the ``Sforce-Limit-Info`` header of its last answer."""
+    daily = (sf.limits() or {}).get("DailyApiRequests") or {}
+    if "Max" in daily and "Remaining" in daily:
+        return int(daily["Max"]) - int(daily["Remaining"]), int(daily["Max"])
+    usage = (sf.api_usage or {}).get("api-usage")
+    return (usage.used, usage.total) if usage is not None else (None, None)
+
+
 class CountingSession(requests.Session):
     """Counts the requests that Salesforce bills as API calls (logins are free)."""
 
