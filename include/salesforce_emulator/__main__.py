@@ -1,7 +1,11 @@
 """``python -m include.salesforce_emulator``: run the emulator in the foreground.
 
 Environment: ``EMULATOR_PORT`` (default 8443), ``EMULATOR_DATA`` (default ``.emulator/``),
-``EMULATOR_SEED`` (``demo``, ``empty`` or a record count; used only when the org is new).
+``EMULATOR_SEED`` (used only when the org is new): ``demo`` (the showcase org, default), ``empty``,
+a record count (the demo org's shape), or an org profile with an optional size:
+``standard`` (a fresh Enterprise org: standard objects and fields only), ``mature`` (standard plus
+record types, person accounts, long text, multi-select, geolocation, a custom child of Lead and
+an object the sync user cannot see), e.g. ``standard:50000``.
 Once it accepts connections it prints one line: ``SALESFORCE_EMULATOR {json}``.
 """
 
@@ -17,13 +21,14 @@ from pathlib import Path
 from .server import EmulatorServer
 
 
-def _seed_from_env(value: str) -> str | int:
-    value = value.strip()
-    if value in {"demo", "empty"}:
-        return value
-    if value.isdigit():
-        return int(value)
-    sys.exit(f"EMULATOR_SEED must be 'demo', 'empty' or a record count, not {value!r}")
+def _seed_from_env(value: str) -> str:
+    from .seed import parse_spec
+
+    try:
+        profile, size = parse_spec(value)
+    except ValueError as exc:
+        sys.exit(f"EMULATOR_SEED: {exc}")
+    return f"{profile}:{size}"
 
 
 def main() -> None:

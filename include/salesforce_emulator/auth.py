@@ -29,8 +29,18 @@ _SOAP_FAULT = (
 _INVALID_LOGIN = "Invalid username, password, security token; or user locked out."
 
 
+def _domain_refused(org: Org, req: Request) -> bool:
+    """test.salesforce.com logs into sandboxes only and login.salesforce.com into production orgs;
+    a My Domain (such as the emulator's ``emu``) into either. The login domain is the first path
+    segment here (``https://host:port/<domain>.salesforce.com/...``)."""
+    domain = req.path.lstrip("/").split("/", 1)[0].split(".", 1)[0]
+    return domain in {"test", "login"} and (domain == "test") != org.settings.sandbox
+
+
 def soap_login(org: Org, req: Request) -> Response:
     version = req.params["v"]
+    if _domain_refused(org, req):
+        return _soap_fault("INVALID_LOGIN", _INVALID_LOGIN)
     try:
         doc = minidom.parseString(req.body)
     except Exception:  # noqa: BLE001 - any parse failure is a client error
@@ -53,15 +63,18 @@ def soap_login(org: Org, req: Request) -> Response:
         'xmlns="urn:partner.soap.sforce.com" '
         'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><loginResponse>'
         f'<result><metadataServerUrl>{base}/services/Soap/m/{version}/{s.org_id[:15]}'
-        '</metadataServerUrl><passwordExpired>false</passwordExpired><sandbox>false</sandbox>'
+        '</metadataServerUrl><passwordExpired>false</passwordExpired>'
+        f'<sandbox>{str(s.sandbox).lower()}</sandbox>'
         f'<serverUrl>{base}/services/Soap/u/{version}/{s.org_id[:15]}</serverUrl>'
         f'<sessionId>{escape(token)}</sessionId><userId>{user_id}</userId><userInfo>'
         '<accessibilityMode>false</accessibilityMode><currencySymbol>$</currencySymbol>'
         '<orgDefaultCurrencyIsoCode>USD</orgDefaultCurrencyIsoCode>'
-        '<orgHasPersonAccounts>false</orgHasPersonAccounts>'
+        f'<orgHasPersonAccounts>{str(org.schema.get("Account").has("IsPersonAccount")).lower()}'
+        '</orgHasPersonAccounts>'
         f'<organizationId>{s.org_id}</organizationId>'
         '<organizationMultiCurrency>false</organizationMultiCurrency>'
-        '<organizationName>sfsync Demo Org</organizationName><profileId>00e5e000000SYNC</profileId>'
+        f'<organizationName>{escape(org.name)}</organizationName>'
+        '<profileId>00e5e000000SYNC</profileId>'
         f'<sessionSecondsValid>{s.session_seconds}</sessionSecondsValid>'
         f'<userEmail>{escape(s.username)}</userEmail><userFullName>Sync User</userFullName>'
         f'<userId>{user_id}</userId><userName>{escape(s.username)}</userName>'
@@ -94,6 +107,8 @@ def oauth_token(org: Org, req: Request) -> Response:
             return _oauth_error(400, "invalid_client", "invalid client credentials")
     client_error = _client_error(org, client_id, client_secret,
                                  secret_required=grant != "refresh_token")
+    if _domain_refused(org, req):
+        return _oauth_error(400, "invalid_grant", "authentication failure")
     if grant == "password":
         if client_error:
             return client_error

@@ -15,7 +15,7 @@ from . import values as V
 from .errors import ApiError, not_found
 from .http import Request, Response, json_response
 from .ids import normalize_id
-from .schema import TEXT_TYPES, Field
+from .schema import COMPOUND_TYPES, TEXT_TYPES, Field
 from .storage import index_ddl, quote
 from .store import Fault, Org, Settings
 
@@ -32,15 +32,14 @@ def info(org: Org, req: Request) -> Response:
 
 
 def seed(org: Org, req: Request) -> Response:
-    from .seed import seed_org
+    from .seed import parse_spec, seed_org
 
     body = _body(req)
-    spec = body.get("size", "demo")
-    if isinstance(spec, str) and spec.isdigit():
-        spec = int(spec)
-    if spec not in {"demo", "empty"} and not isinstance(spec, int):
-        raise ApiError(400, "INVALID_REQUEST", "size must be 'demo', 'empty' or a record count")
-    counts = seed_org(org, spec, rng_seed=int(body.get("seed", 42)))
+    try:  # size: demo, empty, a record count, or a profile with an optional ":size"
+        profile, size = parse_spec(body.get("size", "demo"))
+    except ValueError as exc:
+        raise ApiError(400, "INVALID_REQUEST", str(exc)) from None
+    counts = seed_org(org, f"{profile}:{size}", rng_seed=int(body.get("seed", 42)))
     return json_response(200, {"counts": counts})
 
 
@@ -160,6 +159,8 @@ def settings(org: Org, req: Request) -> Response:
             normalize_id(body["org_id"], field="org_id")
             org.db.execute('DELETE FROM "Organization"')
             org.ensure_organization()
+        if "sandbox" in body:
+            org.ensure_organization()
         org.save_settings()
     return json_response(200, asdict(org.settings))
 
@@ -206,10 +207,12 @@ def export(org: Org, req: Request) -> Response:
     hidden = q.get("hidden", "").lower() == "true"
     out = {}
     for name in names:
-        obj = org.schema.get(name)
+        obj = org.schema.get_any(name)
         if obj is None:
             raise ApiError(400, "INVALID_TYPE", f"unknown object {name}")
-        cols = [f for f in obj.fields.values() if hidden or f.visible]
+        # compound fields are views over their components, not stored values
+        cols = [f for f in obj.fields.values() if (hidden or f.visible)
+                and f.type not in COMPOUND_TYPES]
         where = "" if include_deleted else ' WHERE "IsDeleted" = 0'
         rows = org.db.execute(f'SELECT {", ".join(quote(f.name) for f in cols)} FROM '
                               f'{quote(obj.name)}{where} ORDER BY "Id"').fetchall()

@@ -142,7 +142,8 @@ def start_emulator(port: int | None = None, data_dir: Path | str | None = None, 
 
     :param port: EMULATOR_PORT; a free port is picked when None.
     :param data_dir: EMULATOR_DATA; defaults to ``<project root>/.emulator``.
-    :param seed: EMULATOR_SEED: ``demo``, ``empty`` or a record count.
+    :param seed: EMULATOR_SEED: ``demo``, ``empty``, a record count, or a profile with an optional
+        size such as ``standard:50000`` (see ``seed.parse_spec``).
     :param env: extra environment variables for the child (on top of ``os.environ``).
     :param timeout: seconds to wait for the ready line.
     :param command: the command line; defaults to ``python -m include.salesforce_emulator``.

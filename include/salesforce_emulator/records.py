@@ -27,16 +27,18 @@ CASCADES = {
                 ("Subscription__c", "Account__c"), ("Task", "WhatId"), ("Event", "WhatId")],
     "Contact": [("OpportunityContactRole", "ContactId"), ("CampaignMember", "ContactId"),
                 ("Task", "WhoId"), ("Event", "WhoId"), ("Webinar_Attendance__c", "Contact__c")],
-    "Lead": [("CampaignMember", "LeadId"), ("Task", "WhoId"), ("Event", "WhoId")],
+    "Lead": [("CampaignMember", "LeadId"), ("Task", "WhoId"), ("Event", "WhoId"),
+             ("Trial_Request__c", "Lead__c")],
     "Opportunity": [("OpportunityContactRole", "OpportunityId"), ("Task", "WhatId"),
-                    ("Event", "WhatId")],
+                    ("Event", "WhatId"), ("Commission__c", "Opportunity__c")],
     "Campaign": [("CampaignMember", "CampaignId"), ("CampaignMemberStatus", "CampaignId")],
     "Webinar_Attendance__c": [("Task", "WhatId"), ("Event", "WhatId")],
     "Subscription__c": [("Task", "WhatId"), ("Event", "WhatId")],
 }
 # object merged -> (child object, lookup field) rows re-parented to the survivor
 MERGE_CHILDREN = {
-    "Lead": [("CampaignMember", "LeadId"), ("Task", "WhoId"), ("Event", "WhoId")],
+    "Lead": [("CampaignMember", "LeadId"), ("Task", "WhoId"), ("Event", "WhoId"),
+             ("Trial_Request__c", "Lead__c")],
     "Contact": [("CampaignMember", "ContactId"), ("OpportunityContactRole", "ContactId"),
                 ("Task", "WhoId"), ("Event", "WhoId"), ("Webinar_Attendance__c", "Contact__c"),
                 ("Contact", "ReportsToId")],
@@ -58,6 +60,14 @@ LEAD_TO_ACCOUNT = {"Company": "Name", "Street": "BillingStreet", "City": "Billin
                    "Country": "BillingCountry", "Website": "Website", "Industry": "Industry",
                    "AnnualRevenue": "AnnualRevenue", "NumberOfEmployees": "NumberOfEmployees",
                    "Phone": "Phone"}
+
+
+def related(org: Org, table: dict, name: str) -> list[tuple[str, str]]:
+    """The (child object, lookup field) pairs of CASCADES / MERGE_CHILDREN this org has (org
+    profiles differ in custom objects and fields)."""
+    objects = org.schema.objects
+    return [(child, fk) for child, fk in table.get(name, [])
+            if child in objects and fk in objects[child].fields]
 
 
 def stamp_text(dt: datetime) -> str:
@@ -297,7 +307,8 @@ def _derive(org: Org, obj: SObject, existing: dict | None, row: dict) -> None:
     if name in {"Lead", "Contact", "User"}:
         row["Name"] = " ".join(p for p in (row.get("FirstName"), row.get("LastName")) if p) or None
     if name == "Contact":
-        row["Account_Rating__c"] = _lookup(org, "Account", row.get("AccountId"), "Rating")
+        if obj.has("Account_Rating__c"):
+            row["Account_Rating__c"] = _lookup(org, "Account", row.get("AccountId"), "Rating")
     elif name == "Opportunity":
         stage = OPPORTUNITY_STAGES.get(row.get("StageName") or "")
         if stage:
@@ -328,8 +339,9 @@ def _derive(org: Org, obj: SObject, existing: dict | None, row: dict) -> None:
         row["AccountId"] = _activity_account(org, row)
     elif name == "CampaignMember":
         _derive_member(org, existing, row)
-    elif name == "Webinar_Attendance__c" and existing is None:
-        row["Name"] = f"WA-{org.id_counters.get(obj.key_prefix, 0):06d}"
+    if existing is None and obj.has("Name") and obj.fields["Name"].auto_number:
+        initials = "".join(word[0] for word in obj.label.split())  # Webinar Attendance: WA
+        row["Name"] = f"{initials}-{org.id_counters.get(obj.key_prefix, 0):06d}"
 
 
 def _lookup(org: Org, table: str, record_id: str | None, column: str):
@@ -460,7 +472,8 @@ def _write_changes(org: Org, obj: SObject, existing: dict, row: dict) -> None:
 
 def _after_write(org: Org, obj: SObject, existing: dict | None, row: dict) -> None:
     """Side effects that do NOT bump the related records' SystemModstamp (formulas, copies)."""
-    if obj.name == "Account" and existing and existing.get("Rating") != row.get("Rating"):
+    if obj.name == "Account" and existing and existing.get("Rating") != row.get("Rating") \
+            and org.schema.objects["Contact"].has("Account_Rating__c"):
         org.db.execute('UPDATE "Contact" SET "Account_Rating__c" = ? WHERE "AccountId" = ?',
                        (row.get("Rating"), row["Id"]))
     if obj.name in {"Lead", "Contact"} and existing:
@@ -498,8 +511,8 @@ def delete(org: Org, record_id: str, *, sobject: str | None = None, hard: bool =
 
 def _delete_tree(org: Org, obj: SObject, record_id: str, stamp: str, *, root: str,
                  hard: bool) -> None:
-    for child_name, fk in CASCADES.get(obj.name, []):
-        child = org.schema.get(child_name)
+    for child_name, fk in related(org, CASCADES, obj.name):
+        child = org.schema.get_any(child_name)
         for (child_id,) in org.db.execute(
                 f'SELECT "Id" FROM {quote(child_name)} WHERE {quote(fk)} = ? AND "IsDeleted" = 0',
                 (record_id,)).fetchall():
@@ -555,7 +568,7 @@ def merge(org: Org, sobject: str, master_id: str, loser_ids: list[str], *,
                 if (f.can_update and not f.unique and master.get(f.name) is None
                         and fills.get(f.name) is None and loser.get(f.name) is not None):
                     fills[f.name] = loser[f.name]
-            for child_name, fk in MERGE_CHILDREN[obj.name]:
+            for child_name, fk in related(org, MERGE_CHILDREN, obj.name):
                 _reparent(org, child_name, fk, loser_id, master_id, stamp_s)
             org.db.execute(f'UPDATE {quote(obj.name)} SET "IsDeleted" = 1, "MasterRecordId" = ?, '
                            f'"SystemModstamp" = ?, "LastModifiedDate" = ? WHERE "Id" = ?',
@@ -598,6 +611,7 @@ def convert_lead(org: Org, lead_id: str, *, account_id: str | None = None,
     lead_id = normalize_id(lead_id)
     lead_obj = org.schema.get("Lead")
     when = stamp or org.now()
+    contact_obj = org.schema.objects["Contact"]
     with org.tx():
         lead = fetch_row(org, lead_obj, lead_id)
         if lead is None or lead["IsDeleted"]:
@@ -613,14 +627,15 @@ def convert_lead(org: Org, lead_id: str, *, account_id: str | None = None,
         if contact_id is None:
             contact_id = create(org, "Contact", {
                 c: _api_value(org, "Lead", lf, lead[lf]) for lf, c in LEAD_TO_CONTACT.items()
-                if lead.get(lf) is not None} | {"AccountId": account_id,
+                if lead.get(lf) is not None and contact_obj.has(c)} | {"AccountId": account_id,
                                                 "OwnerId": lead["OwnerId"]},
                 system=True, stamp=when)
         else:
             contact_id = normalize_id(contact_id)
             contact = fetch_row(org, org.schema.get("Contact"), contact_id)
             blanks = {c: _api_value(org, "Lead", lf, lead[lf]) for lf, c in LEAD_TO_CONTACT.items()
-                      if lead.get(lf) is not None and contact.get(c) is None}
+                      if lead.get(lf) is not None and contact_obj.has(c)
+                      and contact.get(c) is None}
             if not contact.get("AccountId"):
                 blanks["AccountId"] = account_id
             update(org, "Contact", contact_id, blanks, system=True, stamp=when)

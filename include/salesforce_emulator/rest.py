@@ -54,7 +54,7 @@ def limits(org: Org, req: Request) -> Response:
 
 def record_count(org: Org, req: Request) -> Response:
     names = [n for n in (req.query.get("sObjects") or "").split(",") if n]
-    objs = [org.schema.get(n) for n in names] if names else list(org.schema.objects.values())
+    objs = [org.schema.get(n) for n in names] if names else org.schema.visible_objects()
     out = []
     for obj in objs:
         if obj is None:
@@ -70,7 +70,7 @@ def record_count(org: Org, req: Request) -> Response:
 
 def describe_global(org: Org, req: Request) -> Response:
     return json_response(200, {"encoding": "UTF-8", "maxBatchSize": 200, "sobjects": [
-        o.global_entry(req.version) for o in sorted(org.schema.objects.values(),
+        o.global_entry(req.version) for o in sorted(org.schema.visible_objects(),
                                                      key=lambda o: o.name)]})
 
 

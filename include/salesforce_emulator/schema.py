@@ -18,6 +18,9 @@ from typing import Any
 # Storage classes used by the record store. Every type maps to one of these.
 TEXT_TYPES = {"string", "textarea", "picklist", "multipicklist", "combobox", "email", "phone", "url",
               "encryptedstring"}
+# Compound fields: read-only views over their component fields (``Field.compound`` names the
+# compound a component belongs to). REST/SOAP return them as objects; Bulk queries refuse them.
+COMPOUND_TYPES = {"address", "location"}
 ID_TYPES = {"id", "reference"}
 INT_TYPES = {"int"}
 REAL_TYPES = {"double", "currency", "percent"}
@@ -104,6 +107,7 @@ class Field:
     custom: bool = False
     # The sync user's field-level security: None (read/write as flagged), "readonly", "hidden".
     fls: str | None = None
+    compound: str | None = None  # describe's compoundFieldName: the compound this is part of
 
     @property
     def visible(self) -> bool:
@@ -153,6 +157,7 @@ class Field:
             "calculatedFormula": self.formula,
             "cascadeDelete": self.cascade_delete,
             "caseSensitive": False,
+            "compoundFieldName": self.compound,
             "createable": self.can_create,
             "custom": self.custom,
             "defaultValue": self.default_value if self.type != "boolean" else bool(self.default_value),
@@ -163,7 +168,7 @@ class Field:
             "displayLocationInDecimal": False,
             "encrypted": False,
             "externalId": self.external_id,
-            "filterable": self.type not in {"textarea"},
+            "filterable": self.type not in {"textarea"} | COMPOUND_TYPES,
             "formulaTreatNullNumberAsZero": False,
             "groupable": self.type not in {"textarea", "double", "currency", "percent", "datetime"},
             "highScaleNumber": False,
@@ -187,7 +192,7 @@ class Field:
             "scale": self.scale,
             "searchPrefilterable": False,
             "soapType": SOAP_TYPES.get(self.type, "xsd:string"),
-            "sortable": self.type not in {"textarea"},
+            "sortable": self.type not in {"textarea"} | COMPOUND_TYPES,
             "type": self.type,
             "unique": self.unique,
             "updateable": self.can_update,
@@ -214,6 +219,8 @@ class SObject:
     hard_delete_only: bool = False
     # Task/Event: closed activities older than a year are returned only by queryAll.
     archivable: bool = False
+    # False: the sync user's profile has no access; for the API the object does not exist.
+    visible: bool = True
     _lower: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -231,6 +238,9 @@ class SObject:
 
     def visible_fields(self) -> list[Field]:
         return [f for f in self.fields.values() if f.visible]
+
+    def components(self, compound: str) -> list[Field]:
+        return [f for f in self.fields.values() if f.compound == compound]
 
     def has(self, name: str) -> bool:
         return name in self.fields
@@ -269,8 +279,17 @@ class Schema:
         self._by_prefix = {o.key_prefix: o.name for o in objects}
 
     def get(self, name: str) -> SObject | None:
+        """The object as the sync user sees it: None when it does not exist for that user."""
+        obj = self.get_any(name)
+        return obj if obj is not None and obj.visible else None
+
+    def get_any(self, name: str) -> SObject | None:
+        """Any object of the org, visible to the sync user or not (seeding, the control API)."""
         canonical = self._lower.get((name or "").lower())
         return self.objects.get(canonical) if canonical else None
+
+    def visible_objects(self) -> list[SObject]:
+        return [o for o in self.objects.values() if o.visible]
 
     def object_for_id(self, record_id: str) -> SObject | None:
         name = self._by_prefix.get(record_id[:3])
@@ -278,7 +297,7 @@ class Schema:
 
     def child_relationships(self, parent: str) -> list[dict]:
         out = []
-        for child in self.objects.values():
+        for child in self.visible_objects():
             for f in child.fields.values():
                 if parent in f.reference_to and f.relationship_name and f.visible:
                     out.append({
@@ -427,7 +446,8 @@ def _obj(name, label, plural, prefix, fields, **kw) -> SObject:
                    fields={f.name: f for f in fields}, custom=name.endswith("__c"), **kw)
 
 
-def default_schema() -> Schema:
+def demo_schema() -> Schema:
+    """The demo org: standard objects plus our customisations (custom fields and objects)."""
     user = _obj("User", "User", "Users", "005", [
         *_system(None, deleted=False),
         _f("Username", "string", length=80, nillable=False, unique=True, id_lookup=True),
@@ -689,3 +709,112 @@ def default_schema() -> Schema:
         f.createable = f.updateable = False
     return Schema([organization, user, account, contact, lead, opportunity, contact_role, campaign,
                    member_status, member, task, event, webinar, subscription])
+
+
+# --- org profiles ------------------------------------------------------------------------------
+
+PROFILES = ("demo", "standard", "mature")
+GEOCODE_ACCURACY = ("Address", "NearAddress", "Block", "Street", "ExtendedZip", "Zip",
+                    "Neighborhood", "City", "County", "State", "Unknown")
+ADDRESS_PARTS = ("Street", "City", "State", "PostalCode", "Country")
+
+
+def _address(obj: SObject, prefix: str, compound: str) -> None:
+    """Add the compound ``compound`` (type address) over ``<prefix>Street`` ... and the geocode
+    fields a real org has (``<prefix>Latitude``, ``<prefix>Longitude``,
+    ``<prefix>GeocodeAccuracy``)."""
+    for part in ADDRESS_PARTS:
+        obj.fields[prefix + part].compound = compound
+    for field_ in (_f(prefix + "Latitude", "double", precision=18, scale=15),
+                   _f(prefix + "Longitude", "double", precision=18, scale=15),
+                   _picklist(prefix + "GeocodeAccuracy", GEOCODE_ACCURACY, restricted=True)):
+        field_.compound = compound
+        obj.fields[field_.name] = field_
+    obj.fields[compound] = _ro(_f(compound, "address", label=_label(compound)))
+
+
+def standard_schema() -> Schema:
+    """A fresh Enterprise org: standard objects and fields only (no custom field or object),
+    with the compound address fields and geocodes every real org has."""
+    schema = demo_schema()
+    objects = [o for o in schema.objects.values() if not o.custom]
+    for obj in objects:
+        for name in [n for n, f in obj.fields.items() if f.custom]:
+            del obj.fields[name]
+        for f in obj.fields.values():
+            f.reference_to = [t for t in f.reference_to if not t.endswith("__c")]
+    by_name = {o.name: o for o in objects}
+    _address(by_name["Account"], "Billing", "BillingAddress")
+    _address(by_name["Contact"], "Mailing", "MailingAddress")
+    _address(by_name["Lead"], "", "Address")
+    for obj in objects:
+        obj.reindex()
+    return Schema(objects)
+
+
+INTERESTS = ("Analytics", "Automation", "Integrations", "Mobile", "Security", "Training")
+
+
+def mature_schema() -> Schema:
+    """An org customised for years by someone else: record types, person accounts, a multi-select
+    picklist, a long text area, a currency and a geolocation field, a custom object that is a
+    child of Lead, and an object the sync user's profile cannot see."""
+    schema = standard_schema()
+    objects = list(schema.objects.values())
+    by_name = schema.objects
+    record_type = _obj("RecordType", "Record Type", "Record Types", "012", [
+        *_system(None, deleted=False),
+        _f("Name", "string", length=80, nillable=False, name_field=True),
+        _f("DeveloperName", "string", length=80, nillable=False),
+        _f("SobjectType", "picklist", length=40, nillable=False),
+        _f("IsActive", "boolean", label="Active"),
+        _f("Description", "string", length=255),
+    ], createable=False, updateable=False, deletable=False, undeletable=False)
+    for f in record_type.fields.values():
+        f.createable = f.updateable = False
+    for name in ("Account", "Contact", "Lead", "Opportunity"):
+        by_name[name].fields["RecordTypeId"] = _ref("RecordTypeId", ["RecordType"], "RecordType",
+                                                    label="Record Type ID")
+    account, contact, lead = by_name["Account"], by_name["Contact"], by_name["Lead"]
+    for field_ in (_ro(_f("IsPersonAccount", "boolean", label="Is Person Account")),
+                   _ro(_ref("PersonContactId", ["Contact"], "PersonContact")),
+                   _ro(_f("PersonEmail", "email", label="Email")),
+                   _f("Contract_Value__c", "currency", label="Contract Value"),
+                   _f("Headquarters__Latitude__s", "double", precision=18, scale=15,
+                      compound="Headquarters__c", label="Headquarters (Latitude)"),
+                   _f("Headquarters__Longitude__s", "double", precision=18, scale=15,
+                      compound="Headquarters__c", label="Headquarters (Longitude)"),
+                   _ro(_f("Headquarters__c", "location", custom=True))):
+        account.fields[field_.name] = field_
+    contact.fields["IsPersonAccount"] = _ro(_f("IsPersonAccount", "boolean",
+                                               label="Is Person Account"))
+    for obj in (contact, lead):
+        obj.fields["Product_Interest__c"] = _f("Product_Interest__c", "multipicklist",
+                                               picklist=list(INTERESTS), length=4099,
+                                               label="Product Interest")
+        obj.fields["Conversation_Notes__c"] = _f("Conversation_Notes__c", "textarea",
+                                                 length=131072, label="Conversation Notes")
+    trial = _obj("Trial_Request__c", "Trial Request", "Trial Requests", "a03", [
+        *_system(["User"]),
+        _ro(_f("Name", "string", length=80, nillable=False, name_field=True, auto_number=True,
+               defaulted_on_create=True, label="Trial Request Number")),
+        _ref("Lead__c", ["Lead"], "Lead__r", nillable=False),
+        _picklist("Product__c", INTERESTS),
+        _f("Seats__c", "double", precision=6, scale=0),
+        _f("Requested_On__c", "date"),
+    ])
+    commission = _obj("Commission__c", "Commission", "Commissions", "a04", [
+        *_system(["User"]),
+        _f("Name", "string", length=80, nillable=False, name_field=True),
+        _ref("Opportunity__c", ["Opportunity"], "Opportunity__r"),
+        _f("Amount__c", "currency"),
+    ], visible=False)
+    for obj in objects:
+        obj.reindex()
+    return Schema([*objects, record_type, trial, commission])
+
+
+def schema_for(profile: str) -> Schema:
+    if profile not in PROFILES:
+        raise ValueError(f"org profile must be one of {', '.join(PROFILES)}, not {profile!r}")
+    return {"demo": demo_schema, "standard": standard_schema, "mature": mature_schema}[profile]()

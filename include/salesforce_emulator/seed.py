@@ -35,10 +35,13 @@ from .errors import ApiError
 from .ids import POD, checksum, make_id
 from .schema import (
     INDUSTRIES,
+    INTERESTS,
     LEAD_SOURCES,
     OPPORTUNITY_STAGES,
+    PROFILES,
     TASK_STATUSES,
     US_STATES,
+    schema_for,
 )
 from .storage import quote
 from .store import Org
@@ -54,12 +57,18 @@ DEMO_COUNTS = {
     "OpportunityContactRole": 45, "Campaign": 6, "CampaignMember": 90, "Task": 150, "Event": 40,
     "Webinar_Attendance__c": 60, "Subscription__c": 30,
 }
+# Objects of other org profiles (schema.PROFILES), at the demo org's size.
+OTHER_PROFILE_COUNTS = {"Trial_Request__c": 40, "Commission__c": 12}
 # Share of N per object for a numeric seed (users and campaigns have minimums).
 SCALE_SHARES = {
     "User": 0.0005, "Account": 0.10, "Contact": 0.25, "Lead": 0.30, "Opportunity": 0.06,
     "OpportunityContactRole": 0.06, "Campaign": 0.0005, "CampaignMember": 0.10, "Task": 0.08,
     "Event": 0.02, "Webinar_Attendance__c": 0.02, "Subscription__c": 0.01,
+    "Trial_Request__c": 0.01, "Commission__c": 0.003,
 }
+PERSON_ACCOUNT_SHARE = 0.05  # of the accounts, in orgs with person accounts (extra rows)
+RECORD_TYPES = {"Account": ("Customer", "Partner"), "Contact": ("Customer Contact",),
+                "Lead": ("Inbound", "Outbound"), "Opportunity": ("New Business", "Renewal")}
 MINIMUMS = {"User": 5, "Campaign": 3}
 
 # --- vocabulary -------------------------------------------------------------------------------
@@ -211,12 +220,34 @@ def fast_ids(prefix: str, first: int, count: int) -> list[str]:
 
 # --- public API -------------------------------------------------------------------------------
 
-def seed_counts(spec) -> dict[str, int]:
-    """Planned record counts per object for a seed spec (before derived/records-path rows)."""
+def parse_spec(spec) -> tuple[str, str | int]:
+    """``"demo"``, ``"empty"``, a record count, ``"<profile>"`` or ``"<profile>:<size>"`` (size:
+    ``demo``-sized, ``empty`` or a record count) -> (profile, size). A bare size is the demo org.
+    """
+    text = str(spec).strip()
+    profile, _, size = text.rpartition(":") if ":" in text else ("", "", text)
+    if not profile and size in PROFILES:
+        profile, size = size, "demo"
+    profile = profile or "demo"
+    size = size.replace("_", "")
+    if profile not in PROFILES or not (size in {"demo", "empty"} or size.isdigit()):
+        raise ValueError(f"seed must be demo, empty, a record count, or a profile ("
+                         f"{', '.join(PROFILES)}) with an optional ':size', not {spec!r}")
+    return profile, size if size in {"demo", "empty"} else int(size)
+
+
+def seed_counts(spec, objects=None) -> dict[str, int]:
+    """Planned record counts per object for a seed size (before derived/records-path rows),
+    limited to ``objects`` (the org's objects; default: the demo org's)."""
+    objects = set(objects if objects is not None else schema_for("demo").objects)
+    return {name: n for name, n in _counts(spec).items() if name in objects}
+
+
+def _counts(spec) -> dict[str, int]:
     if spec == "empty":
         return {"User": 1}
     if spec == "demo":
-        return dict(DEMO_COUNTS)
+        return {**DEMO_COUNTS, **OTHER_PROFILE_COUNTS}
     n = int(spec)
     if n <= 1:
         return {"User": 1}
@@ -230,20 +261,17 @@ def seed_counts(spec) -> dict[str, int]:
 
 def seed_org(org: Org, spec, *, rng_seed: int = 42,
              progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
-    """Reset ``org`` and fill it: ``"demo"``, ``"empty"`` or about ``int(spec)`` records.
+    """Reset ``org`` and fill it (see :func:`parse_spec`): e.g. ``"demo"``, ``"empty"``,
+    ``50000`` (the demo org's shape), ``"standard"`` or ``"standard:50000"``.
 
     Returns the number of rows per object (recycle-bin rows included).
     """
-    if isinstance(spec, str) and spec not in {"demo", "empty"}:
-        try:
-            spec = int(spec.replace("_", ""))
-        except ValueError:
-            raise ValueError(f"seed spec must be 'demo', 'empty' or a record count, not {spec!r}")\
-                from None
+    profile, spec = parse_spec(spec)
     with org.lock:
+        org.use_profile(profile)
         org.reset()
         rng = random.Random(rng_seed)
-        counts = seed_counts(spec)
+        counts = seed_counts(spec, org.schema.objects)
         gen = _Bulk(org, rng, progress, sum(counts.values()) + 2 * counts.get("Campaign", 0))
         gen.sync_user()
         if len(counts) > 1:
@@ -256,7 +284,7 @@ def seed_org(org: Org, spec, *, rng_seed: int = 42,
         if len(counts) > 1:  # the bulk load left a WAL as large as the data: give it back
             org.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return {name: org.db.execute(f"SELECT count(*) FROM {quote(name)}").fetchone()[0]
-                for name in org.schema.objects if name != "Organization"}  # always one row
+                for name in org.schema.objects if name not in {"Organization", "RecordType"}}
 
 
 # --- bulk generator ---------------------------------------------------------------------------
@@ -410,6 +438,8 @@ class _Bulk:
 
     def insert(self, table: str, n: int, cols: dict) -> None:
         obj = self.org.schema.objects[table]
+        # custom fields of the demo org that this org's profile does not have
+        cols = {c: v for c, v in cols.items() if c in obj.fields or not c.endswith("__c")}
         for c, v in cols.items():
             if c not in obj.fields and c != "IsDeleted":
                 raise KeyError(f"{table}.{c}")
@@ -531,8 +561,11 @@ class _Bulk:
             self.campaign_members(counts["CampaignMember"])
             self.activities("Task", counts["Task"])
             self.activities("Event", counts["Event"])
-            self.webinars(counts["Webinar_Attendance__c"])
-            self.subscriptions(counts["Subscription__c"])
+            if "Webinar_Attendance__c" in counts:
+                self.webinars(counts["Webinar_Attendance__c"])
+            if "Subscription__c" in counts:
+                self.subscriptions(counts["Subscription__c"])
+            self.customisations(counts)
             for _, sql in indexes:
                 db.execute(sql.replace("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1)
                            if "IF NOT EXISTS" not in sql else sql)
@@ -1159,6 +1192,115 @@ class _Bulk:
             "Active__c": self.flags(n, 0.85),
         })
 
+    # --- what other org profiles have (schema.standard_schema / mature_schema)
+
+    def has(self, table: str, column: str) -> bool:
+        obj = self.org.schema.objects.get(table)
+        return obj is not None and column in obj.fields
+
+    def fill(self, table: str, values: dict[str, Callable[[], object]], share: float) -> None:
+        """Set ``values`` (column -> generator) on about ``share`` of the rows of ``table``."""
+        rnd = self.rng.random
+        cols = [c for c in values if self.has(table, c)]
+        if not cols:
+            return
+        rowids = [r[0] for r in self.db.execute(f"SELECT rowid FROM {quote(table)} ORDER BY "
+                                                "rowid")]
+        chosen = [r for r in rowids if rnd() < share]
+        self.db.executemany(
+            f"UPDATE {quote(table)} SET {', '.join(quote(c) + ' = ?' for c in cols)} "
+            "WHERE rowid = ?", [[values[c]() for c in cols] + [r] for r in chosen])
+
+    def customisations(self, counts: dict[str, int]) -> None:
+        rng, rnd = self.rng, self.rng.random
+        for table, prefix in (("Account", "Billing"), ("Contact", "Mailing"), ("Lead", "")):
+            self.fill(table, {prefix + "Latitude": lambda: round(rng.uniform(-60, 70), 6),
+                              prefix + "Longitude": lambda: round(rng.uniform(-170, 170), 6),
+                              prefix + "GeocodeAccuracy": lambda: rng.choice(("Address", "Zip"))},
+                      0.6)
+        if "RecordType" in self.org.schema.objects:
+            self.record_types()
+        self.fill("Account", {"Contract_Value__c": lambda: float(int(rnd() * 500) * 1000),
+                              "Headquarters__Latitude__s": lambda: round(rng.uniform(-60, 70), 6),
+                              "Headquarters__Longitude__s":
+                                  lambda: round(rng.uniform(-170, 170), 6)}, 0.3)
+        notes = ("Call notes: " + "asked about pricing tiers and the rollout plan. " * 800)
+        for table in ("Lead", "Contact"):
+            self.fill(table, {"Product_Interest__c": lambda: ";".join(sorted(
+                rng.sample(INTERESTS, rng.randint(1, 3))))}, 0.4)
+            self.fill(table, {"Conversation_Notes__c": lambda: notes[:rng.choice(
+                (200, 2_000, 40_000))]}, 0.05)  # some longer than 32 KB: a long text area
+        if self.has("Account", "IsPersonAccount"):
+            self.person_accounts(max(1, int(len(self.acct["ids"]) * PERSON_ACCOUNT_SHARE)))
+        if "Trial_Request__c" in counts:
+            self.trial_requests(counts["Trial_Request__c"])
+        if "Commission__c" in counts:
+            self.commissions(counts["Commission__c"])
+
+    def record_types(self) -> None:
+        stamp = self.ts1(self.start - 100 * DAY)
+        for sobject, names in RECORD_TYPES.items():
+            _, ids = self.alloc("012", len(names))
+            self.insert("RecordType", len(names), {
+                "Id": ids, "Name": list(names), "SobjectType": sobject, "IsActive": 1,
+                "DeveloperName": [n.replace(" ", "_") for n in names],
+                "CreatedDate": stamp, "LastModifiedDate": stamp, "SystemModstamp": stamp,
+                "CreatedById": self.admin_id, "LastModifiedById": self.admin_id})
+            self.fill(sobject, {"RecordTypeId": lambda ids=ids: self.rng.choice(ids)}, 0.9)
+
+    def person_accounts(self, n: int) -> None:
+        """``n`` person accounts: an Account and its Contact, both ``IsPersonAccount``."""
+        created, lm, sm, kind, _ = self.plan(n)
+        _, acct_ids = self.alloc("001", n)
+        _, cont_ids = self.alloc("003", n)
+        owners = self.pick(self.owners, n)
+        cby, mby = self.audit(kind, owners)
+        first, last, full = self.people(n)
+        email = self.emails(first, last, self.pick(FREE_MAIL, n), 900_000)
+        street, city, state, postal, country = self.addresses(n)
+        stamps = {"OwnerId": owners, "CreatedDate": self.ts(created),
+                  "LastModifiedDate": self.ts(lm), "SystemModstamp": self.ts(sm),
+                  "CreatedById": cby, "LastModifiedById": mby}
+        self.insert("Account", n, {
+            "Id": acct_ids, **stamps, "Name": full, "IsPersonAccount": 1,
+            "PersonContactId": cont_ids, "PersonEmail": email, "BillingStreet": street,
+            "BillingCity": city, "BillingState": state, "BillingPostalCode": postal,
+            "BillingCountry": country, "Type": "Customer - Direct"})
+        self.insert("Contact", n, {
+            "Id": cont_ids, **stamps, "FirstName": first, "LastName": last, "Name": full,
+            "AccountId": acct_ids, "IsPersonAccount": 1, "Email": email,
+            "MailingStreet": street, "MailingCity": city, "MailingState": state,
+            "MailingPostalCode": postal, "MailingCountry": country})
+
+    def trial_requests(self, n: int) -> None:
+        leads = [r[0] for r in self.db.execute('SELECT "Id" FROM "Lead" ORDER BY rowid')]
+        if not leads or not n:
+            return
+        created, lm, sm, kind, _ = self.plan(n)
+        first, ids = self.alloc("a03", n)
+        owners = self.pick(self.owners, n)
+        cby, mby = self.audit(kind, owners)
+        self.insert("Trial_Request__c", n, {
+            "Id": ids, "OwnerId": owners, "CreatedDate": self.ts(created),
+            "LastModifiedDate": self.ts(lm), "SystemModstamp": self.ts(sm), "CreatedById": cby,
+            "LastModifiedById": mby, "Name": [f"TR-{first + i:06d}" for i in range(n)],
+            "Lead__c": self.pick(leads, n), "Product__c": self.pick(INTERESTS, n),
+            "Seats__c": [float(1 + int(self.rng.random() * 200)) for _ in range(n)],
+            "Requested_On__c": self.dates(created)})
+
+    def commissions(self, n: int) -> None:
+        created, lm, sm, kind, _ = self.plan(n)
+        _, ids = self.alloc("a04", n)
+        owners = self.pick(self.owners, n)
+        cby, mby = self.audit(kind, owners)
+        opps = [r[0] for r in self.db.execute('SELECT "Id" FROM "Opportunity" ORDER BY rowid')]
+        self.insert("Commission__c", n, {
+            "Id": ids, "OwnerId": owners, "CreatedDate": self.ts(created),
+            "LastModifiedDate": self.ts(lm), "SystemModstamp": self.ts(sm), "CreatedById": cby,
+            "LastModifiedById": mby, "Name": [f"Commission {i + 1}" for i in range(n)],
+            "Opportunity__c": self.pick(opps, n),
+            "Amount__c": [float(int(self.rng.random() * 90) * 100) for _ in range(n)]})
+
     # --- through the records write path
 
     def convert_some(self, k: int) -> None:
@@ -1184,8 +1326,10 @@ class _Bulk:
 
     def recycle(self, k: int) -> None:
         """Soft-delete ``k`` records (recently, inside the recycle-bin retention)."""
-        weights = {"Lead": 30, "Contact": 15, "Task": 25, "Opportunity": 10, "Event": 5,
-                   "Account": 3, "Webinar_Attendance__c": 5, "CampaignMember": 7}
+        weights = {name: w for name, w in (
+            ("Lead", 30), ("Contact", 15), ("Task", 25), ("Opportunity", 10), ("Event", 5),
+            ("Account", 3), ("Webinar_Attendance__c", 5), ("CampaignMember", 7))
+            if name in self.org.schema.objects}
         picker = _Picker(self.org, self.rng)
         for _ in range(k):
             name = self.rng.choices(list(weights), weights=list(weights.values()))[0]
@@ -1232,7 +1376,7 @@ def _tree_latest(org: Org, obj, record_id: str) -> int:
     row = org.db.execute(f'SELECT max("SystemModstamp", "CreatedDate") FROM {quote(obj.name)} '
                          f'WHERE "Id" = ?', (record_id,)).fetchone()
     latest = _Bulk.ts_of(row[0]) if row and row[0] else 0
-    for child_name, fk in records.CASCADES.get(obj.name, []):
+    for child_name, fk in records.related(org, records.CASCADES, obj.name):
         child = org.schema.objects[child_name]
         for (child_id,) in org.db.execute(f'SELECT "Id" FROM {quote(child_name)} WHERE '
                                           f'{quote(fk)} = ? AND "IsDeleted" = 0', (record_id,)):
@@ -1418,6 +1562,7 @@ class _Activity:
         rng = self.rng
         r = rng.randrange
         options: dict[str, Callable[[], object]] = {}
+        fields_ = self.org.schema.objects[name].fields
         if name in {"Lead", "Contact"}:
             options.update({
                 "Title": lambda: rng.choice(TITLES),
@@ -1437,7 +1582,7 @@ class _Activity:
             else:
                 options.update({"Department": lambda: rng.choice(DEPARTMENTS),
                                 "MobilePhone": lambda: f"+1 ({r(200, 999)}) 555-{r(10000):04d}"})
-            if rng.random() < 0.05:
+            if rng.random() < 0.05 and "Do_Not_Sync_Marketing__c" in fields_:
                 return {"Do_Not_Sync_Marketing__c": not row.get("Do_Not_Sync_Marketing__c")}
         elif name == "Account":
             options.update({
@@ -1486,6 +1631,7 @@ class _Activity:
                             "Active__c": lambda: not row.get("Active__c")})
         else:
             raise ValueError(f"simulate_activity cannot update {name}")
+        options = {k: v for k, v in options.items() if k in fields_}  # this org's fields
         keys = rng.sample(sorted(options), min(len(options), rng.randint(1, 3)))
         return {k: options[k]() for k in keys}
 
@@ -1507,9 +1653,15 @@ def simulate_activity(org: Org, *, creates: int = 0, updates: int = 0, deletes: 
     """
     objects = tuple(objects or DEFAULT_ACTIVITY_OBJECTS)
     for name in objects:
-        if name not in CREATE_WEIGHTS:
+        if name not in CREATE_WEIGHTS or name not in org.schema.objects:
             raise ValueError(f"simulate_activity does not know {name!r}; choose from "
-                             f"{sorted(CREATE_WEIGHTS)}")
+                             f"{sorted(set(CREATE_WEIGHTS) & set(org.schema.objects))}")
+
+    def known(name: str, values: dict | None) -> dict | None:
+        """Only the fields this org has (the values are written for the demo org's shape)."""
+        fields_ = org.schema.objects[name].fields
+        return None if values is None else {k: v for k, v in values.items() if k in fields_}
+
     rng = random.Random(rng_seed)
     out: dict = {"created": defaultdict(list), "updated": defaultdict(list),
                  "deleted": defaultdict(list), "undeleted": [], "merged": [], "converted": []}
@@ -1519,7 +1671,7 @@ def simulate_activity(org: Org, *, creates: int = 0, updates: int = 0, deletes: 
         for _ in range(creates):
             name = _weighted(rng, CREATE_WEIGHTS, objects)
             for _attempt in range(3):
-                values = act.new_values(name)
+                values = known(name, act.new_values(name))
                 if values is None:
                     break
                 actor = act.owner()  # a sales rep, not the sync user (echo suppression)

@@ -32,7 +32,16 @@ from datetime import UTC, date, datetime, timedelta
 
 from .errors import ApiError
 from .ids import normalize_id
-from .schema import ID_TYPES, INT_TYPES, REAL_TYPES, TEXT_TYPES, Field, Schema, SObject
+from .schema import (
+    COMPOUND_TYPES,
+    ID_TYPES,
+    INT_TYPES,
+    REAL_TYPES,
+    TEXT_TYPES,
+    Field,
+    Schema,
+    SObject,
+)
 from .storage import quote
 from .values import to_csv, to_json
 
@@ -926,6 +935,9 @@ class _Where:
                 raise self.ctx.malformed(node.pos, f"unexpected token: {node.name}")
             return _aggregate_expr(self.ctx, self.obj, self.joins, node, self.alias)
         r = self.ctx.resolve(self.obj, node, self.alias)
+        if r.leaf.type in COMPOUND_TYPES:
+            raise self.ctx.invalid_field(node.pos, f"field '{r.leaf.name}' can not be filtered "
+                                                   "in a query call")
         if self.aggregates is not None and r.column.lower() not in self.aggregates:
             raise self.ctx.malformed(node.pos, f"Field must be grouped or aggregated: {r.column}")
         return self.joins.expr(r), r.leaf
@@ -1129,6 +1141,32 @@ def _json_conv(f: Field):
     return functools.partial(to_json, f)
 
 
+_ADDRESS_KEYS = {"Street": "street", "City": "city", "State": "state",
+                 "PostalCode": "postalCode", "Country": "country", "Latitude": "latitude",
+                 "Longitude": "longitude", "GeocodeAccuracy": "geocodeAccuracy"}
+
+
+def _compound_sql(obj: SObject, compound: Field, alias: str) -> str:
+    """A compound field's value, built from its components: an object, or null when every
+    component is null (as REST returns it)."""
+    prefix = compound.name[:-len("Address")] if compound.type == "address" else ""
+    pairs = []
+    for part in obj.components(compound.name):
+        if compound.type == "address":
+            key = _ADDRESS_KEYS[part.name[len(prefix):]]
+        else:  # location: X__Latitude__s / X__Longitude__s
+            key = "latitude" if "Latitude" in part.name else "longitude"
+        pairs.append((key, f"{alias}.{quote(part.name)}"))
+    pairs.sort()
+    values = ", ".join(expr for _, expr in pairs)
+    body = ", ".join(f"'{key}', {expr}" for key, expr in pairs)
+    return f"CASE WHEN COALESCE({values}) IS NULL THEN NULL ELSE json_object({body}) END"
+
+
+def _compound_json(raw):
+    return None if raw is None else json.loads(raw)
+
+
 @dataclass
 class _Child:
     key: str
@@ -1194,6 +1232,14 @@ class _Plan:
             self.csv_getters.append(("p", node, r.leaf.name))
             return
         alias = self.joins.alias_for(r.steps)
+        if r.leaf.type in COMPOUND_TYPES:
+            if self.ctx.bulk:
+                raise ApiError(400, "FUNCTIONALITY_NOT_ENABLED",
+                               "Selecting compound data not supported in Bulk Query")
+            owner = r.steps[-1][1] if r.steps else self.obj
+            idx = self._add_expr(_compound_sql(owner, r.leaf, alias))
+            node.entries.append(("f", key or r.leaf.name, idx, _compound_json))
+            return
         idx = self._add_expr(f"{alias}.{quote(r.leaf.name)}")
         node.entries.append(("f", key or r.leaf.name, idx, _json_conv(r.leaf)))
         self.csv_getters.append(("f", node.id_idx, idx, r.leaf))

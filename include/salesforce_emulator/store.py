@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import errors
 from .ids import make_id, to18
-from .schema import Schema, default_schema
+from .schema import Schema, schema_for
 from .storage import create_tables, quote
 
 
@@ -57,6 +57,9 @@ class Settings:
     block_duplicates: bool = False
     # Reject getDeleted starts earlier than earliestDateAvailable (docs are ambiguous).
     reject_start_before_earliest: bool = False
+    # A sandbox: Organization.IsSandbox is true and logins go through the "test" login domain
+    # (``<host>/test``, as test.salesforce.com); a production org refuses that domain.
+    sandbox: bool = False
 
 
 @dataclass
@@ -70,6 +73,9 @@ class Fault:
     fired: int = 0
     id: str = field(default_factory=lambda: secrets.token_hex(4))
 
+
+ORG_NAMES = {"demo": "sfsync Demo Org", "standard": "Standard Enterprise Org",
+             "mature": "Mature Customised Org"}
 
 FAULT_KINDS = {"http_500", "http_503", "slow", "session_expiry", "request_limit",
                "unable_to_lock_row", "query_timeout"}
@@ -92,7 +98,9 @@ class Org:
         self.db.execute("CREATE INDEX IF NOT EXISTS ix_deleted_log ON _deleted_log "
                         "(sobject, deleted_date)")
         self.db.execute("CREATE INDEX IF NOT EXISTS ix_deleted_log_id ON _deleted_log (id)")
-        self.schema = default_schema()
+        # The org's shape (schema.PROFILES): its objects and fields, chosen when it is seeded.
+        self.profile: str = self._meta("profile") or "demo"
+        self.schema = schema_for(self.profile)
         if self._meta("schema"):  # keep drift made through the control API; gain new objects
             stored = Schema.from_json(self._meta("schema"))
             self.schema = Schema([stored.objects.get(name, obj)
@@ -312,6 +320,10 @@ class Org:
             self.db.execute("DELETE FROM _deleted_log WHERE deleted_date < ?", (log_cutoff,))
         return purged
 
+    @property
+    def name(self) -> str:
+        return ORG_NAMES.get(self.profile, ORG_NAMES["demo"])
+
     def ensure_organization(self) -> None:
         """The org's one Organization row (its Id is the org id the sync locks on)."""
         stamp = self.now().strftime("%Y-%m-%dT%H:%M:%S")
@@ -320,9 +332,25 @@ class Org:
             'INSERT INTO "Organization" ("Id", "Name", "OrganizationType", "IsSandbox", '
             '"InstanceName", "DefaultLocaleSidKey", "TimeZoneSidKey", "CreatedDate", '
             '"LastModifiedDate", "SystemModstamp", "CreatedById", "LastModifiedById") '
-            "VALUES (?, 'sfsync Demo Org', 'Enterprise Edition', 0, 'EMU1', 'en_US', "
-            "'America/Los_Angeles', ?, ?, ?, ?, ?) ON CONFLICT (\"Id\") DO NOTHING",
-            (self.settings.org_id, stamp, stamp, stamp, user, user))
+            "VALUES (?, ?, 'Enterprise Edition', ?, 'EMU1', 'en_US', "
+            "'America/Los_Angeles', ?, ?, ?, ?, ?) ON CONFLICT (\"Id\") DO UPDATE SET "
+            '"Name" = excluded."Name", "IsSandbox" = excluded."IsSandbox"',
+            (self.settings.org_id, self.name,
+             int(self.settings.sandbox), stamp, stamp, stamp, user, user))
+
+    def use_profile(self, profile: str) -> None:
+        """Give the org another shape (dropping every record and schema drift) when ``profile``
+        differs from the current one; settings and the clock stay."""
+        if profile == self.profile:
+            return
+        schema = schema_for(profile)
+        with self.tx():
+            for obj in self.schema.objects.values():
+                self.db.execute(f"DROP TABLE IF EXISTS {quote(obj.name)}")
+            self.schema, self.profile = schema, profile
+            create_tables(self.db, schema)
+            self._put_meta("profile", profile)
+            self.save_schema()
 
     def reset(self) -> None:
         """Drop every record and the delete log; keep settings, schema and the clock."""

@@ -10,7 +10,7 @@ import pytest
 from include.salesforce_emulator import storage
 from include.salesforce_emulator.errors import ApiError
 from include.salesforce_emulator.ids import make_id
-from include.salesforce_emulator.schema import default_schema
+from include.salesforce_emulator.schema import demo_schema
 from include.salesforce_emulator.soql import prepare
 
 NOW = datetime(2026, 3, 4, 12, 0, 0, tzinfo=UTC)   # a Wednesday
@@ -24,7 +24,7 @@ L1, L2 = make_id("00Q", 1), make_id("00Q", 2)
 T1, T2, T3 = (make_id("00T", i) for i in range(1, 4))
 O1, O2, O3 = (make_id("006", i) for i in range(1, 4))
 
-SCHEMA = default_schema()
+SCHEMA = demo_schema()
 
 
 def _insert(db, table, **values):
@@ -314,7 +314,7 @@ def test_semi_join_and_anti_join(db):
 
 
 def test_includes_excludes_on_multipicklist():
-    schema = default_schema()
+    schema = demo_schema()
     from include.salesforce_emulator.schema import Field
     acc = schema.get("Account")
     acc.fields["Regions__c"] = Field("Regions__c", "multipicklist", custom=True,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from include.salesforce_emulator.schema import default_schema
+from include.salesforce_emulator.schema import demo_schema
 from include.sfsync.config import ConfigError, PushSettings, load_config
 from include.sfsync.standardize import (
     BUILTIN_MAPS,
@@ -135,7 +135,7 @@ def test_builtin_tables_are_consistent():
 
 @pytest.mark.parametrize("sf_object, sf_field", sorted(PICKLIST_MAPS))
 def test_emulator_picklists_are_covered(std, sf_object, sf_field):
-    field = default_schema().get(sf_object).field(sf_field)
+    field = demo_schema().get(sf_object).field(sf_field)
     assert field is not None and field.restricted_picklist and field.picklist
     picklist = set(field.picklist)
     # Every picklist value is reachable: it maps to itself, whatever its case or spacing.
