@@ -11,13 +11,18 @@ mapped task, by **CreatedDate window**.
 * **Backfill** (CLI `airflow backfill create --dag-id salesforce_initial_sync --from-date ...
   --to-date ...`, the REST API `POST /api/v2/backfills`, or the UI's Backfill form): one run per
   month; each copies only the records created in its data interval.
+* **Scheduled runs** (monthly, no catchup) copy their data interval exactly like a backfill run:
+  unpausing the DAG runs the most recent complete month at once, and a backfill over that month
+  then skips it as already run (the default, *Missing Runs*), rightly: it was copied. Every run
+  that exists for a month copied that month. Once the org is copied, a monthly run costs the
+  describes plus one count and one query per object for last month's records, and writes
+  nothing the incremental cycles have already stored: a copy never overwrites a newer version.
 * Each (object, window) copy commits in chunks and resumes where it stopped after a failure;
   a finished window is never copied again. Bulk API 2.0 above `bulk_threshold` records, REST
   below. The log shows progress: records done of total, rate and ETA.
 * A copy never overwrites a newer version, so it may run while incremental cycles run. Once the
   copied windows cover an object's whole history, its incremental cursor starts; until then
   `salesforce_incremental_sync` copies that object itself rather than skip history.
-* Scheduled runs do nothing: the monthly schedule only gives backfills their windows.
 """
 
 from __future__ import annotations
@@ -33,21 +38,19 @@ from include.sfsync.objects import ALL_OBJECTS, STANDARD_OBJECTS
 
 @task(pool="salesforce_api")
 def plan(params: dict | None = None) -> list[dict]:
-    """Resolve the window (data interval for backfills, Params otherwise), lock the org, evolve
-    the schema."""
-    from airflow.sdk.exceptions import AirflowSkipException
-
+    """Resolve the window (data interval for scheduled and backfill runs, Params otherwise), lock
+    the org, evolve the schema."""
     from include.sfsync.airflow_glue import fail_fast, run_key_of
     from include.sfsync.pipeline import prepare_copy
 
     context = get_current_context()
     run = context["dag_run"]
-    if run.run_type == "scheduled":
-        raise AirflowSkipException("the initial sync copies only when triggered or backfilled")
     run_key = run_key_of(context)
 
     def window() -> tuple:
-        if run.run_type == "backfill":
+        # A scheduled run copies its month like a backfill run: a backfill skips months that
+        # already have a run, so a run must never exist for a month it did not copy.
+        if run.run_type in ("backfill", "scheduled"):
             return context["data_interval_start"], context["data_interval_end"]
         start = _when(params.get("created_from"), "created_from")
         end = _when(params.get("created_to"), "created_to")
