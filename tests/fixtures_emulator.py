@@ -17,6 +17,10 @@ import requests
 from include.salesforce_emulator.server import EmulatorServer
 from include.salesforce_emulator.tls import ensure_certificates
 
+# Run a tests/sync test on the demo org and on a fresh Enterprise org's shape (no custom object
+# or field of ours): what must work on orgs we did not design.
+on_demo_and_standard_orgs = pytest.mark.parametrize("org", ["demo", "standard"], indirect=True)
+
 
 @dataclass
 class Emulator:
@@ -26,6 +30,10 @@ class Emulator:
     @property
     def org(self):
         return self.server.org
+
+    @property
+    def profile(self) -> str:
+        return self.server.org.profile
 
     def control(self, method: str, path: str, **kwargs):
         resp = requests.request(method, self.info["control_url"] + path,

@@ -1338,6 +1338,8 @@ class _Bulk:
                 continue
             obj = self.org.schema.objects[name]
             latest = _tree_latest(self.org, obj, record_id)
+            if latest > self.now - 3600:  # touched in the last hour: deleted "now" otherwise
+                continue
             when = max(latest, self.now - self.rng.randrange(3600, 10 * DAY))
             records.delete(self.org, record_id, stamp=datetime.fromtimestamp(min(when, self.now),
                                                                               UTC))

@@ -18,7 +18,9 @@ from include.sfsync.objects import GROUP_ORDER, PEOPLE, ObjectType, object_types
 PERSON_SHARED = {"MailingStreet": "street", "MailingCity": "city", "MailingState": "state",
                  "MailingPostalCode": "postal_code", "MailingCountry": "country"}
 PERSON_RENAMED = {("Lead", "Status"): "lead_status", ("Lead", "Rating"): "lead_rating"}
-UNSTORABLE_TYPES = {"address", "location", "base64", "anyType", "complexvalue"}
+# Address and geolocation compounds are views over their component fields (which are synced).
+COMPOUND_TYPES = {"address", "location"}
+UNSTORABLE_TYPES = {"base64", "anyType", "complexvalue"}
 # Fields every extract selects, whatever the mapping says, because the loader needs them.
 PROCESSING_FIELDS = {
     "*": ("Id", "SystemModstamp", "IsDeleted", "CreatedDate"),
@@ -197,6 +199,9 @@ def build_catalog(describes: dict[str, dict], config: SyncConfig) -> Catalog:
                     (False, "unmapped in config (mappings)")
             if name in hidden:
                 synced, reason = False, "hidden in config (hidden_fields)"
+            elif sf_type in COMPOUND_TYPES:
+                synced, reason = False, ("compound field (the Bulk API cannot read it): its "
+                                         "component fields are synced instead")
             elif sf_type in UNSTORABLE_TYPES:
                 synced, reason = False, f"{sf_type} fields cannot be stored"
             elif meta.get("calculated") and name not in formulas and key not in config.mappings:

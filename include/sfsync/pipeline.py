@@ -30,7 +30,7 @@ from include.sfsync.pull import extract as X
 from include.sfsync.pull.dedupe import find_duplicates
 from include.sfsync.pull.filters import filter_staged
 from include.sfsync.pull.load import load_object as load_staged
-from include.sfsync.pull.people import link_people
+from include.sfsync.pull.people import flag_contactless_conversions, link_people
 from include.sfsync.push.activities import push_activities
 from include.sfsync.push.campaigns import push_campaign_members, push_campaigns
 from include.sfsync.push.people import create_people, push_people, repull_people
@@ -149,6 +149,7 @@ def finish(run_key: str, ctx: SyncContext | None = None, *, status: str = "succe
     ctx = ctx or open_context()
     with ctx.engine.begin() as conn:
         linked = link_people(conn, ctx.tables, ctx.catalog)
+        flag_contactless_conversions(conn, ctx.tables["person"])
     X.cleanup(ctx.engine, ctx.books, run_key)
     with ctx.engine.begin() as conn:
         ledger.end_run(conn, run_key, status, message)

@@ -13,9 +13,10 @@ from tests.fixtures_emulator import Emulator, start_emulator_server
 
 
 @pytest.fixture
-def org(tmp_path, monkeypatch):
-    """A private demo org; the Airflow connection ``salesforce_default`` points at it."""
-    server, info = start_emulator_server(tmp_path / "org")
+def org(request, tmp_path, monkeypatch):
+    """A private org, the demo unless parametrized (``@on_demo_and_standard_orgs``); the Airflow
+    connection ``salesforce_default`` points at it."""
+    server, info = start_emulator_server(tmp_path / "org", seed=getattr(request, "param", "demo"))
     emu = Emulator(server, info)
     monkeypatch.setenv("AIRFLOW_CONN_SALESFORCE_DEFAULT", "")  # restored after the test
     emu.airflow_connection()

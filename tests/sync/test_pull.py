@@ -16,6 +16,7 @@ from include.sfsync.errors import OrgMismatchError
 from include.sfsync.objects import PEOPLE
 from include.sfsync.store.ledger import repoint_org
 from include.sfsync.values import parse_sf_datetime, parse_value
+from tests.fixtures_emulator import on_demo_and_standard_orgs
 
 pytestmark = pytest.mark.integration
 
@@ -31,9 +32,11 @@ class Sync:
     def __init__(self, org, mdb):
         self.org, self.mdb = org, mdb
         self.overrides: dict = {}
+        # any other org runs on the defaults, as a new user's would
+        self.base = BASE if org.profile == "demo" else {"bulk_poll_seconds": 0}
 
     def config(self, **overrides):
-        return load_config(overrides={**BASE, **self.overrides, **overrides})
+        return load_config(overrides={**self.base, **self.overrides, **overrides})
 
     def cycle(self, run_key: str, **overrides) -> dict:
         summary = P.run_cycle(run_key, config=self.config(**overrides), engine=self.mdb.engine)
@@ -152,10 +155,19 @@ def assert_full_copy(sync: Sync, summary: dict) -> None:
                  if all(s.startswith("Lead.") for s in col.sources)}
     leads = {r["Id"]: r for r in truth["Lead"]}
     contacts = {r["Id"]: r for r in truth["Contact"]}
-    skipped_leads = {i for i, r in leads.items() if r["Do_Not_Sync_Marketing__c"]}
-    skipped_contacts = {i for i, r in contacts.items() if r["Do_Not_Sync_Marketing__c"]}
-    assert skipped_leads and skipped_contacts  # the demo org has some of each
+
+    def filtered_out(obj, rec: dict) -> bool:
+        return any(rec.get(flt.field) == flt.skip_when for flt in obj.filters)
+
+    skipped_leads = {i for i, r in leads.items() if filtered_out(lead_obj, r)}
+    skipped_contacts = {i for i, r in contacts.items() if filtered_out(contact_obj, r)}
+    if lead_obj.filters:  # the demo org's "do not sync" checkbox: it has some of each
+        assert skipped_leads and skipped_contacts
     people = sync.mdb.rows("person")
+    # A converted lead whose contact is deleted in Salesforce is no live person: flagged.
+    gone_contacts = {r["ConvertedContactId"] for r in leads.values() if r["IsConverted"]} \
+        - set(contacts)
+    assert {p["sfdc_contact_id"] for p in people if p["sfdc_is_deleted"]} <= gone_contacts
     by_lead = {p["sfdc_lead_id"]: p for p in people if p["sfdc_lead_id"]}
     by_contact = {p["sfdc_contact_id"]: p for p in people if p["sfdc_contact_id"]}
     assert not (skipped_leads & set(by_lead)) and not (skipped_contacts & set(by_contact))
@@ -184,7 +196,7 @@ def assert_full_copy(sync: Sync, summary: dict) -> None:
     assert converted >= 3  # the demo org converts some leads
     humans = len(set(contacts) - skipped_contacts) + sum(
         1 for i, r in leads.items() if i not in skipped_leads and not r["IsConverted"])
-    assert len(people) == humans
+    assert len([p for p in people if not p["sfdc_is_deleted"]]) == humans
     # Counts are per object: a record seen for the first time is New for its object, even when
     # it joins a person that exists already (a converted lead and its contact share one row).
     assert converted
@@ -196,6 +208,7 @@ def assert_full_copy(sync: Sync, summary: dict) -> None:
 
 # --- 1, 2, 15: full copy, idempotence, no prior copy -----------------------------------------
 
+@on_demo_and_standard_orgs
 def test_full_copy_equals_the_orgs_truth(sync):
     summary = sync.cycle("copy")
     assert_full_copy(sync, summary)
@@ -211,16 +224,22 @@ def test_full_copy_equals_the_orgs_truth(sync):
             assert row["column_name"] == (f.column if f.synced else None)
     assert bool(fields[("Lead", "Email")]["synced"]) and \
         fields[("Lead", "Email")]["direction"] == "two-way"
-    assert not fields[("Contact", "Account_Rating__c")]["synced"]
-    assert ("Lead", "Internal_Notes__c") not in fields  # invisible to the sync user
+    assert not fields[("Opportunity", "ExpectedRevenue")]["synced"]  # a formula
+    if sync.org.profile == "demo":
+        assert ("Lead", "Internal_Notes__c") not in fields  # invisible to the sync user
+    else:  # a real org's compound address: its parts are synced, the compound cannot be
+        assert not fields[("Account", "BillingAddress")]["synced"]
+        assert "compound" in fields[("Account", "BillingAddress")]["reason"]
+        assert fields[("Account", "BillingLatitude")]["synced"]
     run = sync.mdb.one("sfsync_run", "run_key = 'copy'", order="run_key")
     assert run["status"] == "success" and run["api_calls"] == summary["api_calls"]
 
 
+@on_demo_and_standard_orgs
 def test_running_a_cycle_twice_changes_nothing(sync):
     first = sync.cycle("one")
     before = sync.mdb.snapshot()
-    assert sum(c["new"] for c in first["counts"].values()) > 700
+    assert sum(c["new"] for c in first["counts"].values()) > 600
     second = sync.cycle("two")  # the overlap window re-reads the newest rows: none applied
     assert second["counts"] == {name: ZERO for name in first["counts"]}
     sync.advance(600)
@@ -260,7 +279,7 @@ def test_late_commit_inside_the_overlap_is_picked_up(sync):
     sync.cycle("settle")
     cursor = sync.watermark("Lead")
     lead = next(r for r in sync.truth("Lead")["Lead"]
-                if not r["IsConverted"] and not r["Do_Not_Sync_Marketing__c"])
+                if not r["IsConverted"] and not r.get("Do_Not_Sync_Marketing__c"))
     # A long transaction commits now, stamped two minutes ago: behind the cursor.
     late = sync.org.control("POST", "/late-commit", json={
         "id": lead["Id"], "values": {"Title": "Chief Late Officer"}, "seconds_ago": 120})
@@ -280,7 +299,7 @@ def test_a_transaction_open_longer_than_the_overlap_is_not_lost(sync):
     sync.cycle("copy")
     sync.advance(600)
     leads = [r for r in sync.truth("Lead")["Lead"]
-             if not r["IsConverted"] and not r["Do_Not_Sync_Marketing__c"]]
+             if not r["IsConverted"] and not r.get("Do_Not_Sync_Marketing__c")]
     overlap = load_config().overlap_seconds
     # a transaction opened longer ago than the overlap is still open
     sync.org.control("PATCH", "/settings", json={"latest_date_lag_seconds": overlap + 100})
@@ -333,11 +352,12 @@ def test_timestamp_ties_across_page_boundaries(sync):
 
 # --- 5, 6: deletes, undeletes, purges ---------------------------------------------------------
 
+@on_demo_and_standard_orgs
 def test_delete_flags_and_undelete_clears(sync):
     sync.cycle("copy")
     truth = sync.truth("Lead", "Opportunity")
     lead = next(r for r in truth["Lead"] if not r["IsConverted"]
-                and not r["Do_Not_Sync_Marketing__c"])
+                and not r.get("Do_Not_Sync_Marketing__c"))
     opp = truth["Opportunity"][0]
     person_id = sync.person(lead["Id"])["id"]
     sync.advance(60)
@@ -366,7 +386,7 @@ def test_purged_and_hard_deleted_records_are_flagged(sync):
     sync.cycle("copy")
     truth = sync.truth("Lead", "CampaignMember")
     lead = next(r for r in truth["Lead"] if not r["IsConverted"]
-                and not r["Do_Not_Sync_Marketing__c"])
+                and not r.get("Do_Not_Sync_Marketing__c"))
     member = truth["CampaignMember"][0]
     sync.advance(60)
     sync.delete("Lead", lead["Id"])
@@ -392,6 +412,7 @@ def _campaign(sync: Sync) -> str:
     return sync.truth("Campaign")["Campaign"][0]["Id"]
 
 
+@on_demo_and_standard_orgs
 def test_merge_folds_the_losing_person_into_the_survivor(sync):
     master, loser = sync.create(
         "Lead", {"LastName": "Master", "Company": "Merge Co", "Email": "m1@merge.example"},
@@ -405,7 +426,8 @@ def test_merge_folds_the_losing_person_into_the_survivor(sync):
     survivor_id, loser_person = sync.person(master)["id"], sync.person(loser)["id"]
     assert sync.mdb.one("campaign_member", "sfdc_id = :i", i=member)["person_id"] == loser_person
     # A value only the marketing side has, on the loser: it fills the survivor's blank.
-    sync.mdb.execute("UPDATE person SET lead_score = 77 WHERE id = :i", i=loser_person)
+    sync.mdb.execute("UPDATE person SET description = 'Merged note' WHERE id = :i",
+                     i=loser_person)
     sync.advance(60)
     sync.org.control("POST", "/merge", json={"sobject": "Lead", "master_id": master,
                                              "loser_ids": [loser]})
@@ -416,8 +438,8 @@ def test_merge_folds_the_losing_person_into_the_survivor(sync):
     assert counts(summary, "Task") == {**ZERO, "updated": 1}
     survivor = sync.person(master)
     assert survivor["id"] == survivor_id
-    assert (survivor["title"], survivor["lead_score"], survivor["sfdc_is_deleted"]) == (
-        "CTO", 77, False if sync.mdb.kind == "postgres" else 0)
+    assert (survivor["title"], survivor["description"], survivor["sfdc_is_deleted"]) == (
+        "CTO", "Merged note", False if sync.mdb.kind == "postgres" else 0)
     assert sync.mdb.rows("person", "id = :i OR sfdc_lead_id = :l", i=loser_person, l=loser) == []
     assert sync.mdb.one("campaign_member", "sfdc_id = :i", i=member)["person_id"] == survivor_id
     assert sync.mdb.one("activity", "sfdc_id = :i", i=task)["person_id"] == survivor_id
@@ -426,7 +448,7 @@ def test_merge_folds_the_losing_person_into_the_survivor(sync):
     assert merge["reason"] == "Lead merge in Salesforce"
     # The blanks the loser filled went to Salesforce too (both sides hold the merged values).
     assert summary["push"]["people"]["counts"]["Lead"]["updated"] == 1
-    assert sf_record(sync, "Lead", master)["Lead_Score__c"] == 77
+    assert sf_record(sync, "Lead", master)["Description"] == "Merged note"
     # The loser stays in queryAll (deleted, MasterRecordId): re-reading it changes nothing, and
     # the echo of the push is not an update.
     again = sync.cycle("merge-again")
@@ -435,13 +457,15 @@ def test_merge_folds_the_losing_person_into_the_survivor(sync):
     assert sync.mdb.rows("person", "sfdc_lead_id = :l", l=loser) == []
 
 
+@on_demo_and_standard_orgs
 def test_lead_conversion_keeps_one_person(sync):
     lead = sync.create("Lead", {"LastName": "Convert", "Company": "Conv Co",
                                 "Email": "conv@conv.example", "Rating": "Hot"})[0]
     sync.advance(60)
     sync.cycle("copy")
     person_id = sync.person(lead)["id"]
-    people = sync.mdb.scalar("SELECT COUNT(*) FROM person")
+    live = "SELECT COUNT(*) FROM person WHERE NOT sfdc_is_deleted"
+    people = sync.mdb.scalar(live)
     sync.advance(60)
     contact = sync.org.control("POST", "/convert-lead", json={"lead_id": lead})["contactId"]
     sync.advance(60)
@@ -451,7 +475,7 @@ def test_lead_conversion_keeps_one_person(sync):
     assert (row["id"], row["sfdc_type"], row["sfdc_contact_id"], row["sfdc_id"]) == (
         person_id, "Contact", contact, contact)
     assert row["lead_rating"] == "Hot" and row["email"] == "conv@conv.example"
-    assert sync.mdb.scalar("SELECT COUNT(*) FROM person") == people
+    assert sync.mdb.scalar(live) == people
     assert counts(summary, "Lead") == {**ZERO, "updated": 1}
     assert counts(summary, "Contact")["new"] + counts(summary, "Contact")["updated"] == 1
     again = sync.cycle("convert-again")
@@ -490,15 +514,16 @@ def test_lead_converted_into_a_contact_loaded_before(sync):
 
 def _plain_lead(sync: Sync) -> dict:
     return next(r for r in sync.truth("Lead")["Lead"] if not r["IsConverted"]
-                and not r["Do_Not_Sync_Marketing__c"] and r["NumberOfEmployees"] is not None
+                and not r.get("Do_Not_Sync_Marketing__c") and r["NumberOfEmployees"] is not None
                 and r["Title"] is not None and r["Website"] is not None)
 
 
+@on_demo_and_standard_orgs
 def test_schema_drift(sync):
     sync.cycle("copy")
     lead = _plain_lead(sync)
     other = next(r for r in sync.truth("Lead")["Lead"] if r["Id"] != lead["Id"]
-                 and not r["IsConverted"] and not r["Do_Not_Sync_Marketing__c"]
+                 and not r["IsConverted"] and not r.get("Do_Not_Sync_Marketing__c")
                  and r["NumberOfEmployees"] is not None)
     person_before = sync.person(lead["Id"])
     # A new field appears (and gets a value), a field is hidden from the sync user, a number
@@ -579,6 +604,7 @@ def test_formula_field_opted_in_from_the_start(sync):
 
 # --- 11: dedupe ------------------------------------------------------------------------------
 
+@on_demo_and_standard_orgs
 def test_dedupe_finds_same_email_in_any_case(sync):
     lead = sync.create("Lead", {"LastName": "Dup", "Company": "Dup Co",
                                 "Email": "Jane.Doe@Dedupe.Example"})[0]
@@ -671,6 +697,7 @@ def test_a_load_that_failed_midway_is_retried_from_staging(sync, monkeypatch):
     assert sync.usage() == used
 
 
+@on_demo_and_standard_orgs
 def test_an_idle_cycle_costs_at_most_two_api_calls(sync):
     sync.cycle("copy")
     sync.advance(600)
@@ -721,19 +748,23 @@ def test_org_lock_refuses_another_org_until_repointed(sync):
 
 
 
+@on_demo_and_standard_orgs
 def test_a_configured_field_deleted_in_salesforce_does_not_stop_the_sync(sync):
-    """The default sync filter names Lead.Do_Not_Sync_Marketing__c; the field is deleted in
-    Salesforce between two cycles: the next cycle warns, naming it, and syncs the rest."""
+    """A sync filter names a field (the demo's Lead.Do_Not_Sync_Marketing__c, or standard
+    Lead.DoNotCall); the field is deleted in Salesforce between two cycles: the next cycle
+    warns, naming it, and syncs the rest."""
+    name = "Do_Not_Sync_Marketing__c" if sync.org.profile == "demo" else "DoNotCall"
+    if name == "DoNotCall":
+        sync.overrides["sync_filters"] = [{"object": "Lead", "field": name, "skip_when": True}]
     sync.cycle("before")
-    sync.org.control("DELETE", "/schema/Lead/fields/Do_Not_Sync_Marketing__c")
+    sync.org.control("DELETE", f"/schema/Lead/fields/{name}")
     lead = next(r for r in sync.truth("Lead")["Lead"] if not r["IsConverted"])
     sync.update("Lead", lead["Id"], Title="After the field went")
     sync.advance(60)
     summary = sync.cycle("after")
     assert counts(summary, "Lead")["updated"] >= 1
     assert sync.person(lead["Id"])["title"] == "After the field went"
-    assert [w for w in sync.context().catalog.warnings
-            if "sync_filters: Lead.Do_Not_Sync_Marketing__c" in w]
+    assert [w for w in sync.context().catalog.warnings if f"sync_filters: Lead.{name}" in w]
 
 # --- 16: configuration errors name the key ---------------------------------------------------
 

@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from tests.fixtures_emulator import on_demo_and_standard_orgs
 from tests.sync.test_pull import Sync, sf_record
 
 pytestmark = pytest.mark.integration
@@ -42,17 +43,18 @@ def a_contact(sync: Sync) -> dict:
     return rows[0]
 
 
+@on_demo_and_standard_orgs
 def test_a_plain_sql_update_reaches_salesforce_and_the_next_cycle_is_quiet(sync):
     lead = a_lead(sync)
     contact = a_contact(sync)
-    sync.mdb.execute("UPDATE person SET title = 'VP Growth', lead_score = 42 WHERE id = :i",
-                     i=lead["id"])
+    sync.mdb.execute("UPDATE person SET title = 'VP Growth', number_of_employees = 42 "
+                     "WHERE id = :i", i=lead["id"])
     sync.mdb.execute("UPDATE person SET title = 'CMO' WHERE id = :i", i=contact["id"])
     summary = sync.cycle("r1")
     assert summary["push"]["people"]["counts"]["Lead"]["updated"] == 1
     assert summary["push"]["people"]["counts"]["Contact"]["updated"] == 1
     rec = sf(sync, "Lead", lead["sfdc_lead_id"])
-    assert (rec["Title"], rec["Lead_Score__c"]) == ("VP Growth", 42)
+    assert (rec["Title"], rec["NumberOfEmployees"]) == ("VP Growth", 42)
     assert sf(sync, "Contact", contact["sfdc_contact_id"])["Title"] == "CMO"
     sync.advance(60)
     echo = sync.cycle("r2")  # reads the echo of our own writes: recognised, not an update
@@ -66,6 +68,7 @@ def test_a_plain_sql_update_reaches_salesforce_and_the_next_cycle_is_quiet(sync)
     assert sync.mdb.one("person", "id = :i", i=lead["id"])["title"] == "VP Growth"
 
 
+@on_demo_and_standard_orgs
 def test_dedupe_on_write_links_by_email_and_creates_only_unmatched_leads(sync):
     from include.sfsync import pipeline as P
 
@@ -126,6 +129,7 @@ def test_records_excluded_by_a_sync_filter_are_never_linked_or_written(sync):
     assert error["error_code"] == "FILTERED" and hidden["Id"] in error["message"]
 
 
+@on_demo_and_standard_orgs
 def test_conflicts_leads_marketing_wins_contacts_salesforce_wins(sync):
     lead, contact = a_lead(sync), a_contact(sync)
     sync.mdb.execute("UPDATE person SET title = 'Mk lead' WHERE id = :i", i=lead["id"])
@@ -213,6 +217,7 @@ def test_values_are_standardised_before_writing(sync):
     assert sync.mdb.scalar("SELECT count(*) FROM sfsync_error") == 0
 
 
+@on_demo_and_standard_orgs
 def test_a_converted_leads_person_is_written_through_its_contact(sync):
     lead = a_lead(sync)
     sync.org.control("POST", "/convert-lead", json={"lead_id": lead["sfdc_lead_id"]})
@@ -280,6 +285,7 @@ def _statuses(sync: Sync, campaign_id: str) -> list[str]:
             if r["CampaignId"] == campaign_id]
 
 
+@on_demo_and_standard_orgs
 def test_campaign_membership_is_two_way(sync):
     mdb = sync.mdb
     lead = a_lead(sync)
@@ -328,6 +334,7 @@ def test_campaign_membership_is_two_way(sync):
                       "'campaign_member' AND status = 'pending'") == 0
 
 
+@on_demo_and_standard_orgs
 def test_a_new_person_and_its_membership_go_in_one_cycle(sync):
     campaign = sync.mdb.rows("campaign", "sfdc_is_deleted = :f", f=False)[0]
     with sync.mdb.engine.begin() as conn:
@@ -356,6 +363,7 @@ def test_campaigns_are_created_and_updated(sync):
     assert sf(sync, "Campaign", row["sfdc_id"])["Name"] == "Spring webinar 2027"
 
 
+@on_demo_and_standard_orgs
 def test_two_way_convergence_under_random_edits(sync):
     """Random edits on both sides over several cycles end with both sides equal under the
     mapping, conflicts decided by the policy, no duplicate, zero writes once converged."""

@@ -93,3 +93,13 @@ def link_people(conn: Connection, tables: dict[str, sa.Table], catalog: Catalog)
                     sa.exists().where(person.c[col] == table.c[ref])).values(person_id=match))
                 fixed += result.rowcount
     return fixed
+
+
+def flag_contactless_conversions(conn: Connection, person: sa.Table) -> int:
+    """A converted lead's person takes its contact's record; when that contact never arrived
+    (deleted in Salesforce before it could be read, or left out by a sync filter), the row holds
+    only lead-only values and no live Salesforce record: flag it deleted rather than show a
+    half person. The contact's own load clears the flag if it comes back (undelete)."""
+    return conn.execute(person.update().where(
+        person.c.sfdc_type == "Contact", person.c.sfdc_system_modstamp.is_(None),
+        person.c.sfdc_is_deleted.is_not(True)).values(sfdc_is_deleted=True)).rowcount
