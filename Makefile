@@ -26,7 +26,7 @@ $(STAMP): requirements.txt
 test: venv ## run the whole test suite (config in pyproject.toml)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-demo: venv ## emulator demo org: org summary, initial copy into SQLite, two incremental cycles
+demo: venv ## the emulator demo org through the real DAGs (dag.test, .airflow-demo): org summary, initial copy into SQLite, incremental cycles both ways
 	$(PY) scripts/demo.py
 
 emulator: venv ## run the Salesforce emulator in the foreground (EMULATOR_PORT, EMULATOR_DATA, EMULATOR_SEED)
@@ -50,7 +50,7 @@ bench-push: venv ## benchmark the push sync: 10,000 person updates, 1,000 new pe
 	$(PY) scripts/bench_push.py $(BENCH_ARGS)
 
 clean: ## remove caches and test/demo state (keeps .venv, .airflow, .emulator, .data)
-	rm -rf .airflow-test .emulator-demo .pytest_cache .ruff_cache
+	rm -rf .airflow-test .airflow-demo .emulator-demo .pytest_cache .ruff_cache
 	find . -path ./.venv -prune -o -type d -name __pycache__ -print0 | xargs -0 rm -rf
 
 distclean: clean ## also remove .venv and local Airflow/emulator/marketing data
