@@ -160,8 +160,11 @@ def salesforce_incremental_sync():
 
     @task_group(group_id="push")
     def push():
-        # one push at a time across DAGs (salesforce_sync_now too): the salesforce_push pool
-        chain(DedupeOnWriteOperator(task_id="dedupe_on_write", pool="salesforce_push"),
+        # one push at a time across DAGs (salesforce_sync_now too): the salesforce_push pool;
+        # none_failed: with no custom object enabled (the default) their mapped tasks are
+        # skipped, and the push must run all the same
+        chain(DedupeOnWriteOperator(task_id="dedupe_on_write", pool="salesforce_push",
+                                    trigger_rule="none_failed"),
               *[SalesforcePushOperator(task_id=step, step=step, pool="salesforce_push")
                 for step in UPDATE_STEPS])
 

@@ -396,7 +396,8 @@ class _Bulk:
             f = start if floors is None else floors[j]
             c = f + int(rnd() * (now - f))
             m = c if rnd() < 0.45 else c + int(rnd() * rnd() * (now - c))
-            s = m if rnd() < 0.8 else min(now, m + int(rnd() * 20 * DAY))
+            # (spread up to now, not capped at it: no cluster of rows stamped at seeding time)
+            s = m if rnd() < 0.8 else m + int(rnd() * min(20 * DAY, now - m))
             created[j], lm[j], sm[j] = c, m, s
         order = sorted(range(n), key=created.__getitem__)
         sorted_c = [created[i] for i in order]

@@ -31,6 +31,7 @@ Connections come from Airflow (``marketing_db``, ``salesforce_default``), as for
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -238,17 +239,32 @@ def use_airflow_connections(*conn_ids: str) -> None:
         os.environ[env] = conn.as_json()
 
 
+_stdout = [sys.stdout]  # the standard output main() was called with (see answer)
+
+
+def answer(text: str) -> None:
+    """The command's output, on the standard output (logs go to stderr meanwhile)."""
+    print(text, file=_stdout[-1], flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line; every error is one line on stderr (exit 2), never a traceback
     (``SFSYNC_DEBUG=1`` shows it)."""
     try:
-        return _main(argv)
+        # Logs (Airflow's included) go to stderr, so stdout carries only the answer:
+        # `admin fields --csv > fields.csv` is a clean CSV file.
+        _stdout.append(sys.stdout)
+        with contextlib.redirect_stdout(sys.stderr):
+            return _main(argv)
     except Exception as exc:  # noqa: BLE001 - a command line answers in one line
         if os.environ.get("SFSYNC_DEBUG"):
             raise
         print(f"error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
               file=sys.stderr)
         return 2
+    finally:
+        if len(_stdout) > 1:
+            _stdout.pop()
 
 
 def _main(argv: list[str] | None) -> int:
@@ -276,30 +292,30 @@ def _main(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     config = load_config()
     if args.command == "config":
-        print(json.dumps(config.model_dump(), indent=2))
+        answer(json.dumps(config.model_dump(), indent=2))
         return 0
     if args.command in {"mapping", "connect", "fields"}:
         use_airflow_connections(config.salesforce_conn_id)
-        print({"mapping": mapping, "connect": connect,
+        answer({"mapping": mapping, "connect": connect,
                "fields": lambda: fields_report(as_csv=args.csv)}[args.command]())
         return 0
     use_airflow_connections(config.marketing_conn_id)
     if args.command == "start":
         use_airflow_connections(config.salesforce_conn_id)
-        print(start(args.objects))
+        answer(start(args.objects))
         return 0
     engine = engine_for(config.marketing_conn_id)
     if args.command == "status":
-        print(status(engine))
+        answer(status(engine))
         return 0
     if args.command == "outbox":
-        print(outbox(engine, everything=args.all))
+        answer(outbox(engine, everything=args.all))
         return 0
     if args.command == "release":
         if args.quarantined == bool(args.table and args.row_id is not None):
             parser.error("give either --table and --row-id, or --quarantined")
         n = release(engine, table=args.table, row_id=args.row_id)
-        print(f"{n} change(s) will be pushed again at the next cycle.")
+        answer(f"{n} change(s) will be pushed again at the next cycle.")
         return 0
     if not looks_like_org_id(args.org_id):
         parser.error(f"--org-id {args.org_id!r} is not an org id (00D followed by 12 or 15 "
@@ -307,7 +323,7 @@ def _main(argv: list[str] | None) -> int:
     if not args.yes:
         parser.error("re-pointing drops every cursor: add --yes to confirm")
     repoint_org(engine, args.org_id)
-    print(f"The marketing database now belongs to org {args.org_id}; the next cycles copy its "
+    answer(f"The marketing database now belongs to org {args.org_id}; the next cycles copy its "
           "data from scratch.")
     return 0
 

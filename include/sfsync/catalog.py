@@ -18,6 +18,13 @@ from include.sfsync.objects import GROUP_ORDER, PEOPLE, ObjectType, object_types
 PERSON_SHARED = {"MailingStreet": "street", "MailingCity": "city", "MailingState": "state",
                  "MailingPostalCode": "postal_code", "MailingCountry": "country"}
 PERSON_RENAMED = {("Lead", "Status"): "lead_status", ("Lead", "Rating"): "lead_rating"}
+# Campaign member fields Salesforce copies from the member's lead or contact: they change when
+# the person does, without the member's SystemModstamp (the person's own columns hold them).
+PERSON_COPIES = {"CampaignMember": {
+    "City", "CompanyOrAccount", "Country", "Description", "DoNotCall", "Email", "Fax",
+    "FirstName", "HasOptedOutOfEmail", "HasOptedOutOfFax", "LastName", "LeadOrContactOwnerId",
+    "LeadSource", "MobilePhone", "Name", "Phone", "PostalCode", "Salutation", "State", "Street",
+    "Title"}}
 # Address and geolocation compounds are views over their component fields (which are synced).
 COMPOUND_TYPES = {"address", "location"}
 UNSTORABLE_TYPES = {"base64", "anyType", "complexvalue"}
@@ -204,6 +211,9 @@ def build_catalog(describes: dict[str, dict], config: SyncConfig) -> Catalog:
                                          "component fields are synced instead")
             elif sf_type in UNSTORABLE_TYPES:
                 synced, reason = False, f"{sf_type} fields cannot be stored"
+            elif name in PERSON_COPIES.get(obj.sf_object, ()) and key not in config.mappings:
+                synced, reason = False, ("copied from the lead or contact: changes without "
+                                         "SystemModstamp (the person's columns hold it)")
             elif meta.get("calculated") and name not in formulas and key not in config.mappings:
                 synced, reason = False, ("formula field: excluded by default because it changes "
                                          "without SystemModstamp (formula_fields.include)")
