@@ -64,3 +64,27 @@ def test_a_jwt_signed_with_another_key_is_refused(org):
     with pytest.raises(SalesforceAuthenticationFailed, match="invalid assertion"):
         Salesforce(username=info["username"], consumer_key=info["consumer_key"],
                    privatekey=_key_pair()[0], domain=info["login_domain"])
+
+
+def test_a_whole_cycle_on_a_sandbox_through_the_test_login_domain(org, marketing_db,
+                                                                 monkeypatch):
+    """A sandbox is logged into through test.salesforce.com (the hook's ``domain: test``); the
+    emulator's sandbox refuses the production domain, as Salesforce does."""
+    from include.sfsync import admin
+
+    info = org.info
+    org.control("PATCH", "/settings", json={"sandbox": True})
+    host = info["login_domain"].rsplit("/", 1)[0]
+    conn = {"conn_type": "salesforce", "login": info["username"], "password": info["password"],
+            "extra": {"security_token": info["security_token"], "domain": f"{host}/test",
+                      "version": "59.0"}}
+    monkeypatch.setenv("AIRFLOW_CONN_SALESFORCE_DEFAULT", json.dumps(conn))
+    assert "(sandbox, " in admin.connect().splitlines()[0]
+    sync = Sync(org, marketing_db)
+    summary = sync.cycle("sandbox")
+    assert summary["counts"]["Lead"]["new"] > 0 and summary["counts"]["Lead"]["failed"] == 0
+    # The production login domain is refused for a sandbox: the run fails, naming the login.
+    monkeypatch.setenv("AIRFLOW_CONN_SALESFORCE_DEFAULT", json.dumps(
+        {**conn, "extra": {**conn["extra"], "domain": f"{host}/login"}}))
+    with pytest.raises(Exception, match="(?i)INVALID_LOGIN|authentication"):
+        sync.cycle("production-domain")
