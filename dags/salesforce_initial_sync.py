@@ -14,9 +14,9 @@ mapped task, by **CreatedDate window**.
 * **Scheduled runs** (monthly, no catchup) copy their data interval exactly like a backfill run:
   unpausing the DAG runs the most recent complete month at once, and a backfill over that month
   then skips it as already run (the default, *Missing Runs*), rightly: it was copied. Every run
-  that exists for a month copied that month. Once the org is copied, a monthly run costs the
-  describes plus one count and one query per object for last month's records, and writes
-  nothing the incremental cycles have already stored: a copy never overwrites a newer version.
+  that exists for a month copied that month. A window of an object whose whole history is
+  stored already (its incremental cursor has started) is recorded as done without calling
+  Salesforce: once the org is copied, a monthly run costs only the describes.
 * Each (object, window) copy commits in chunks and resumes where it stopped after a failure;
   a finished window is never copied again. Bulk API 2.0 above `bulk_threshold` records, REST
   below. The log shows progress: records done of total, rate and ETA.

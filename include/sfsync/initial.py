@@ -85,6 +85,16 @@ def copy_window(ctx: SyncContext, run_key: str, sf_object: str,
                 count_t.c.run_key == run_key, count_t.c.sf_object == sf_object,
                 count_t.c.operation == "copy")).first()
         return {k: getattr(row, k) for k in COUNT_KEYS} if row else {"copied": window.copied}
+    if _history_complete(ctx, sf_object):
+        # Everything the org holds is stored and the incremental cycles keep it current: a
+        # later window (the monthly scheduled run) has nothing to add and costs no API call.
+        with ctx.engine.begin() as conn:
+            conn.execute(window_t.update().where(*key).values(status="done",
+                                                              finished_at=utcnow()))
+            _record(conn, count_t, run_key, sf_object, Counts(), 0)
+        log.info("%s created %s..%s: nothing to copy, its whole history is stored already",
+                 sf_object, _day(start), _day(end))
+        return Counts().as_dict()
     client = ctx.salesforce()
     calls_before = client.api_calls
     obj = ctx.catalog.object(sf_object)
@@ -127,6 +137,14 @@ def copy_window(ctx: SyncContext, run_key: str, sf_object: str,
     return counts.as_dict()
 
 
+def _history_complete(ctx: SyncContext, sf_object: str) -> bool:
+    """The object's incremental cursor has started: its whole history was copied."""
+    mark_t = ctx.books["watermark"]
+    with reader(ctx.engine).connect() as conn:
+        return conn.execute(sa.select(mark_t.c.cursor_modstamp).where(
+            mark_t.c.sf_object == sf_object)).scalar() is not None
+
+
 def _record(conn, count_t, run_key: str, sf_object: str, counts: Counts, calls: int) -> None:
     record_counts(conn, run_key, sf_object, "copy", counts.as_dict(), calls)
 
@@ -145,10 +163,9 @@ def close_coverage(ctx: SyncContext, sf_object: str) -> bool:
     while copying are read again by the incremental cycles. Returns True when the cursor is set.
     """
     window_t, mark_t = ctx.books["copy_window"], ctx.books["watermark"]
+    if _history_complete(ctx, sf_object):
+        return True
     with reader(ctx.engine).connect() as conn:
-        mark = conn.execute(sa.select(mark_t).where(mark_t.c.sf_object == sf_object)).first()
-        if mark is not None and mark.cursor_modstamp is not None:
-            return True
         windows = conn.execute(sa.select(window_t).where(
             window_t.c.sf_object == sf_object, window_t.c.status == "done")
             .order_by(window_t.c.window_start)).all()
@@ -173,6 +190,7 @@ def close_coverage(ctx: SyncContext, sf_object: str) -> bool:
         return False
     cursor = started - timedelta(seconds=ctx.config.overlap_seconds)
     with ctx.engine.begin() as conn:
+        mark = conn.execute(sa.select(mark_t).where(mark_t.c.sf_object == sf_object)).first()
         if mark is None:
             conn.execute(mark_t.insert().values(sf_object=sf_object, cursor_modstamp=cursor,
                                                 full_copy_done=True, updated_at=utcnow()))

@@ -4,7 +4,7 @@ database and the emulator's own truth (``/export``, ``/counters``)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -721,6 +721,27 @@ def test_an_idle_cycle_costs_at_most_two_api_calls(sync):
     busy = sync.cycle("busy")
     assert counts(busy, "Lead") == {**ZERO, "updated": 1}
     assert sync.usage() - before <= 3
+
+
+def test_a_window_copy_once_the_whole_history_is_stored_costs_nothing(sync):
+    """A monthly scheduled run of the initial sync, after the object's history is copied: no
+    Salesforce call for it, nothing written, the window recorded as done."""
+    sync.cycle("copy")  # a full copy: every cursor starts
+    config = sync.config()
+    P.prepare_copy("monthly", ["Lead", "Contact"], config=config, engine=sync.mdb.engine)
+    before, snapshot = sync.usage(), sync.mdb.snapshot()
+    ctx = sync.context()
+    end = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    start = (end - timedelta(days=1)).replace(day=1)
+    assert P.copy_object("monthly", "Lead", start, end, ctx) == ZERO
+    assert sync.usage() == before and sync.mdb.snapshot() == snapshot
+    window = sync.mdb.rows("sfsync_copy_window", "sf_object = 'Lead'", order="window_start")[0]
+    assert (window["status"], aware(window["window_start"])) == ("done", start)
+    # Without a started cursor (history not complete) the same window really copies.
+    sync.mdb.execute("UPDATE sfsync_watermark SET cursor_modstamp = NULL "
+                     "WHERE sf_object = 'Contact'")
+    P.copy_object("monthly", "Contact", start, end, ctx)
+    assert sync.usage() > before
 
 
 # --- 14: org lock ----------------------------------------------------------------------------
