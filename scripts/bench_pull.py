@@ -2,8 +2,11 @@
 
     .venv/bin/python scripts/bench_pull.py [--records 1000000] [--backends sqlite,postgres]
                                            [--changes 0,1000,10000] [--profile]
+                                           [--org demo|standard|mature]
 
-Starts the emulator as its own process with a generated org of ``--records`` records, then for
+Starts the emulator as its own process with a generated org of ``--records`` records (shaped
+like ``--org``, an emulator profile: the demo org with its custom objects and settings, or a
+standard / mature org synced with the default settings), then for
 each backend, on a fresh marketing database (a SQLite file, or a throwaway PostgreSQL database
 created and dropped on ``--postgres-url``):
 
@@ -56,6 +59,13 @@ COMMIT_SECONDS = 120  # past the minute the changes were stamped in: latestDateC
 
 # --- helpers shared by the parent and the workers ------------------------------------------------
 
+def bench_settings() -> dict:
+    """The sync settings for the org profile benchmarked (``--org``): the demo org's own, else
+    the defaults, as a new user's."""
+    org = os.environ.get("SFSYNC_BENCH_ORG", "demo")
+    return {**(demo_sync_settings() if org == "demo" else {}), "bulk_poll_seconds": 0}
+
+
 def control(method: str, path: str, body: dict | None = None, **params) -> dict:
     resp = requests.request(method, os.environ["SFSYNC_BENCH_CONTROL_URL"] + path, json=body,
                             params=params or None, timeout=600)
@@ -90,7 +100,7 @@ def worker_copy(result_path: Path, backend: str, profile: bool) -> None:
     from include.sfsync.context import open_context
     from include.sfsync.objects import object_names
 
-    config = load_config(overrides={**demo_sync_settings(), "bulk_poll_seconds": 0})
+    config = load_config(overrides=bench_settings())
     profiler = None
     if profile:
         import cProfile
@@ -140,7 +150,7 @@ def worker_cycles(result_path: Path, backend: str, changes: list[int]) -> None:
     from include.sfsync import pipeline
     from include.sfsync.config import load_config
 
-    config = load_config(overrides={**demo_sync_settings(), "bulk_poll_seconds": 0})
+    config = load_config(overrides=bench_settings())
 
     def cycle(label: str, n: int | None) -> dict:
         control("POST", "/clock", {"advance_seconds": SETTLE_SECONDS})
@@ -203,14 +213,15 @@ def run_worker(kind: str, backend: str, tmp: Path, extra: list[str]) -> dict:
 
 
 @contextmanager
-def bench_org(tmp: Path, records: int, script: str):
-    """An emulator process with a seeded org of ``records``, the environment pointing at it;
-    yields (emulator, results dict to fill)."""
-    print(f"Seeding an org of {records:,} records ...", flush=True)
+def bench_org(tmp: Path, records: int, script: str, org: str = "demo"):
+    """An emulator process with a seeded ``org`` (profile) of ``records``, the environment
+    pointing at it; yields (emulator, results dict to fill)."""
+    print(f"Seeding a {org} org of {records:,} records ...", flush=True)
     started = time.perf_counter()
-    with start_emulator(data_dir=tmp / "org", seed=str(records), timeout=600) as emu:
+    os.environ["SFSYNC_BENCH_ORG"] = org  # the workers' settings follow the profile
+    with start_emulator(data_dir=tmp / "org", seed=f"{org}:{records}", timeout=600) as emu:
         info = emu.info
-        results = {"org_records": records,
+        results = {"org_records": records, "org_profile": org,
                    "seed_and_start_s": round(time.perf_counter() - started, 1),
                    "command": " ".join([f".venv/bin/python scripts/{script}", *sys.argv[1:]]),
                    "backends": {}}
@@ -317,6 +328,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="run the initial copy under cProfile (slower; .bench/pull-copy-*)")
     parser.add_argument("--postgres-url", default=POSTGRES_URL)
+    parser.add_argument("--org", default="demo", choices=["demo", "standard", "mature"],
+                        help="the emulator org profile (default demo)")
     parser.add_argument("--worker", choices=["copy", "cycles"], help=argparse.SUPPRESS)
     parser.add_argument("--backend", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -342,7 +355,7 @@ def main() -> None:
                                                              os.environ.get("PYTHONPATH")]))
     with tempfile.TemporaryDirectory(prefix="bench-pull-") as tmp_name:
         tmp = Path(tmp_name)
-        with bench_org(tmp, args.records, "bench_pull.py") as (emu, results):
+        with bench_org(tmp, args.records, "bench_pull.py", args.org) as (emu, results):
             for backend in args.backends:
                 try:
                     results["backends"][backend] = bench_backend(backend, tmp, emu, args)
