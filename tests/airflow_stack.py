@@ -137,6 +137,9 @@ class AirflowStack:
     plugins_folder: defaults to an empty ``home/plugins`` (the project's UI plugin is imported by every
         component and every task process: pass ``ROOT / "plugins"`` only if the DAGs need it).
     triggerer: also start a triggerer (only for deferrable tasks).
+    users: real logins instead of "everyone is admin": user name -> (role, password), roles of the
+        SimpleAuthManager (viewer, user, op, admin). The stack's own REST calls log in as the
+        first admin.
     startup_timeout: budget in seconds for migrate + start + health + DAG parsing.
     """
 
@@ -153,6 +156,7 @@ class AirflowStack:
         startup_timeout: float = 90.0,
         stop_grace: float = 10.0,
         metadata_url: str | None = None,
+        users: Mapping[str, tuple[str, str]] | None = None,
     ):
         # A PostgreSQL metadata database: Airflow on SQLite can crash its scheduler when a
         # backfill is created under concurrent access (the api-server answers 503 and rolls
@@ -173,6 +177,7 @@ class AirflowStack:
         self.timings: dict[str, float] = {}  # seconds: migrate, health, dags, pools, total
         self.lock_retries = 0  # POSTs retried because SQLite was locked (see _post_retrying_locked)
         self.session = requests.Session()
+        self.users = dict(users or {})
         self.env = self._build_env(env or {})
 
     # ------------------------------------------------------------------ environment
@@ -207,6 +212,10 @@ class AirflowStack:
             "AIRFLOW__SCHEDULER__CATCHUP_BY_DEFAULT": "False",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.home / "logs"),
         })
+        if self.users:
+            env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] = "False"
+            env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] = ",".join(
+                f"{name}:{role}" for name, (role, _password) in self.users.items())
         env.update({str(k): str(v) for k, v in extra.items()})
         return env
 
@@ -229,6 +238,9 @@ class AirflowStack:
         try:
             self._migrate(deadline)
             self.timings["migrate"] = time.monotonic() - t0
+            if self.users:  # fixed passwords: the auth manager reads this file at start
+                (self.home / "simple_auth_manager_passwords.json.generated").write_text(
+                    json.dumps({name: password for name, (_role, password) in self.users.items()}))
             components = ["api-server", "scheduler", "dag-processor"]
             if self.with_triggerer:
                 components.append("triggerer")
@@ -236,6 +248,9 @@ class AirflowStack:
                 self._spawn(name)
             self._wait_healthy(deadline)
             self.timings["health"] = time.monotonic() - t0
+            if self.users:
+                admin = next(n for n, (role, _p) in self.users.items() if role == "admin")
+                self.session.headers["Authorization"] = "Bearer " + self.token(admin)
             self._create_pools()
             self.timings["pools"] = time.monotonic() - t0
             if self.dag_ids is None:
@@ -379,6 +394,14 @@ class AirflowStack:
         if check and not resp.ok:
             raise AirflowStackError(f"{method} {path} -> HTTP {resp.status_code}: {resp.text[:2000]}")
         return resp
+
+    def token(self, user: str) -> str:
+        """A JWT for one of ``users`` (``POST /auth/token``)."""
+        resp = self.session.post(f"{self.base_url}/auth/token", timeout=30, json={
+            "username": user, "password": self.users[user][1]})
+        if not resp.ok:
+            raise AirflowStackError(f"login as {user} -> HTTP {resp.status_code}: {resp.text}")
+        return resp.json()["access_token"]
 
     def import_errors(self) -> dict[str, str]:
         """filename -> stack trace of the dag-processor's import errors."""

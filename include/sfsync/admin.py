@@ -45,6 +45,7 @@ from tabulate import SEPARATING_LINE, tabulate
 
 from include.sfsync.catalog import build_catalog
 from include.sfsync.config import load_config
+from include.sfsync.console import sync_state
 from include.sfsync.context import new_client, open_context
 from include.sfsync.errors import ConfigError
 from include.sfsync.objects import ALL_OBJECTS, object_names
@@ -53,7 +54,6 @@ from include.sfsync.salesforce.client import daily_api_usage
 from include.sfsync.store.engine import engine_for, reader, utcnow
 from include.sfsync.store.ledger import COUNT_KEYS, mark_failed, repoint_org
 from include.sfsync.store.outbox import PENDING, outbox_t, retry_rows
-from include.sfsync.store.tables import ensure_bookkeeping
 
 _ORG_ID = re.compile(r"00D[a-zA-Z0-9]{12}(?:[a-zA-Z0-9]{3})?")
 
@@ -78,35 +78,24 @@ def counts_table(counts: dict[str, dict[str, int]], *, title: str | None = None,
 
 
 def status(engine) -> str:
-    books = ensure_bookkeeping(engine)
-    run_t, count_t, lock_t = books["run"], books["count"], books["org_lock"]
-    with reader(engine).connect() as conn:
-        lock = conn.execute(sa.select(lock_t)).first()
-        last = conn.execute(sa.select(run_t).order_by(run_t.c.started_at.desc()).limit(1)).first()
-        done = conn.execute(sa.select(run_t).where(run_t.c.status == "success")
-                            .order_by(run_t.c.ended_at.desc()).limit(1)).first()
-        counts = {} if last is None else {
-            r.sf_object + ("" if r.operation == "pull" else f" ({r.operation})"):
-                {k: getattr(r, k) for k in COUNT_KEYS}
-            for r in conn.execute(sa.select(count_t).where(count_t.c.run_key == last.run_key))}
-        backlog = conn.execute(sa.select(outbox_t.c.table_name, outbox_t.c.status,
-                                         sa.func.count()).group_by(
-            outbox_t.c.table_name, outbox_t.c.status)).all()
-    lines = [f"Org: {lock.org_id} ({lock.instance_url})" if lock else "Org: not locked yet"]
-    if last is None:
+    state = sync_state(engine)
+    lines = [f"Org: {state.org_id} ({state.instance_url})" if state.org_id
+             else "Org: not locked yet"]
+    if state.status == "never":
         lines.append("Status: never synced")
-    elif last.status == "running":
-        lines.append(f"Status: Sync in progress (since {last.started_at:%Y-%m-%d %H:%M:%S} UTC)")
-    elif last.status == "failed":
-        lines.append(f"Status: Failed ({last.message or 'see the Airflow task logs'})")
-    if done is not None and (last is None or last.status != "running"):
-        lines.append(f"Last synced {done.ended_at:%Y-%m-%d %H:%M:%S} UTC ({done.run_key})")
-    if counts:
-        lines.append(counts_table(counts, title=f"Latest run {last.run_key}",
-                                  api_calls=last.api_calls))
-    if backlog:
+    elif state.status == "running":
+        lines.append(f"Status: Sync in progress (since {state.started_at:%Y-%m-%d %H:%M:%S} UTC)")
+    elif state.status == "failed":
+        lines.append(f"Status: Failed ({state.message or 'see the Airflow task logs'})")
+    if state.last_synced_at is not None and state.status != "running":
+        lines.append(f"Last synced {state.last_synced_at:%Y-%m-%d %H:%M:%S} UTC "
+                     f"({state.last_synced_run})")
+    if state.counts:
+        lines.append(counts_table(state.counts, title=f"Latest run {state.run_key}",
+                                  api_calls=state.api_calls))
+    if state.backlog:
         lines.append("Push backlog: " + ", ".join(
-            f"{table} {state} {n}" for table, state, n in sorted(backlog)))
+            f"{table} {status} {n}" for (table, status), n in sorted(state.backlog.items())))
     return "\n".join(lines)
 
 

@@ -1,0 +1,160 @@
+"""The sync console in a real Airflow (api-server, scheduler, dag-processor) with the project's
+plugins, driven in Debian's chromium by Playwright as a user clicks: log in, open "Salesforce
+Sync" in the navigation, see *Last synced* and the latest cycle's counts, the errors and the data
+dictionary, and export the dictionary as CSV. Screenshots of every page go to ``.screenshots/``
+(git-ignored; CI keeps them as artifacts)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import requests
+import sqlalchemy as sa
+
+from include.salesforce_emulator.process import start_emulator
+from tests.airflow_stack import AirflowStack
+from tests.conftest import IN_CI
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / ".screenshots"
+DAG_ID = "salesforce_incremental_sync"
+USERS = {"admin": ("admin", "admin-pw"), "viewer": ("viewer", "viewer-pw")}
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium")
+    if path is None:
+        message = "Debian's chromium is not installed (apt-get install chromium)"
+        if IN_CI:
+            pytest.fail(message + " (CI=true: browser tests must run, not skip)", pytrace=False)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory, airflow_metadata_url):
+    """A synced standard org behind a real Airflow with the console plugin."""
+    base = tmp_path_factory.mktemp("console")
+    dags = base / "dags"
+    dags.mkdir()
+    shutil.copy(ROOT / "dags" / f"{DAG_ID}.py", dags)
+    database = base / "marketing.db"
+    with start_emulator(data_dir=base / "emu", seed="standard") as emu:
+        info = emu.info
+        env = {
+            "AIRFLOW_CONN_SALESFORCE_DEFAULT": json.dumps({
+                "conn_type": "salesforce", "login": info["username"],
+                "password": info["password"],
+                "extra": {"security_token": info["security_token"],
+                          "domain": info["login_domain"], "version": "59.0"}}),
+            "AIRFLOW_CONN_MARKETING_DB": json.dumps({"conn_type": "sqlite",
+                                                     "host": str(database)}),
+            "REQUESTS_CA_BUNDLE": info["ca_bundle"],
+            "SFSYNC_CONFIG": str(base / "defaults-only.yaml"),  # no file: every default
+        }
+        with AirflowStack(dags_folder=dags, home=base / "home", env=env,
+                          pools={"salesforce_api": 2, "salesforce_push": 1}, dag_ids=[DAG_ID],
+                          plugins_folder=ROOT / "plugins", users=USERS,
+                          metadata_url=airflow_metadata_url) as stack:
+            [run] = stack.wait_runs(DAG_ID, run_ids=[stack.trigger(DAG_ID)], timeout=300)
+            assert run["state"] == "success", stack.task_instances(DAG_ID, run["dag_run_id"])
+            # Sales activity, then a cycle that carries it: the latest run has counts to show.
+            control = info["control_url"]
+            for path, body in (("/simulate", {"creates": 30, "updates": 40, "deletes": 5,
+                                              "rng_seed": 3}),
+                               ("/clock", {"advance_seconds": 120})):
+                requests.post(control + path, json=body, verify=info["ca_bundle"],
+                              timeout=60).raise_for_status()
+            [run] = stack.wait_runs(DAG_ID, run_ids=[stack.trigger(DAG_ID)], timeout=300)
+            assert run["state"] == "success", stack.task_instances(DAG_ID, run["dag_run_id"])
+            stack.database = database
+            yield stack
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    executable = _chromium()
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=executable,
+                                     args=["--no-sandbox", "--disable-gpu"])
+        yield launched
+        launched.close()
+
+
+def _login(browser, stack: AirflowStack, user: str):
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.goto(stack.base_url + "/plugin/sfsync")  # not logged in: Airflow's login page
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", USERS[user][1])
+    page.click("button[type=submit]")
+    page.wait_for_url("**/plugin/sfsync**", timeout=30_000)
+    return context, page
+
+
+def test_the_console_shows_the_sync_as_a_user_sees_it(console, browser):
+    from playwright.sync_api import expect
+
+    SHOTS.mkdir(exist_ok=True)
+    # Without a login the console's own URLs send the browser to Airflow's login page.
+    anonymous = requests.get(console.base_url + "/sfsync/", allow_redirects=False, timeout=30)
+    assert anonymous.status_code == 303
+    assert anonymous.headers["location"].startswith("/api/v2/auth/login?next=%2Fsfsync%2F")
+
+    context, page = _login(browser, console, "admin")
+    nav = page.get_by_role("link", name="Salesforce Sync")
+    expect(nav).to_be_visible()
+    frame = page.frame_locator("iframe")
+    expect(frame.locator("#sync-status")).to_contain_text("Last synced", timeout=30_000)
+    engine = sa.create_engine(f"sqlite:///{console.database}")
+    with engine.connect() as conn:
+        latest = conn.execute(sa.text("SELECT run_key FROM sfsync_run ORDER BY started_at DESC "
+                                      "LIMIT 1")).scalar()
+        recorded = {r.sf_object: [f"{getattr(r, k):,}" for k in
+                                  ("new", "updated", "deleted", "skipped", "failed")]
+                    for r in conn.execute(sa.text(
+                        "SELECT * FROM sfsync_count WHERE run_key = :k AND operation = 'pull'"),
+                        {"k": latest})}
+        fields = conn.execute(sa.text("SELECT sf_object, sf_field, synced FROM sfsync_field "
+                                      "ORDER BY sf_object, sf_field")).all()
+    engine.dispose()
+    # The table is the latest run's recorded counts, row for row.
+    expect(frame.locator("main")).to_contain_text(latest)
+    shown = {cells[0]: cells[1:] for cells in (
+        row.split("\t") for row in frame.locator("#counts tbody tr").all_inner_texts())
+        if cells[0] != "Total"}
+    assert len(recorded) >= 10 and shown == recorded, (shown, recorded)
+    assert any(cells != ["0"] * 5 for cells in recorded.values())  # the activity arrived
+    page.screenshot(path=str(SHOTS / "console-overview.png"), full_page=True)
+
+    frame.get_by_role("link", name="Errors").click()
+    expect(frame.get_by_role("heading", name="Record errors")).to_be_visible()
+    page.screenshot(path=str(SHOTS / "console-errors.png"), full_page=True)
+
+    frame.get_by_role("link", name="Data dictionary").click()
+    expect(frame.locator("#dictionary")).to_contain_text("BillingAddress")
+    frame.get_by_role("searchbox").fill("compound")
+    frame.get_by_role("button", name="Search").click()
+    expect(frame.locator("#dictionary tbody tr").first).to_contain_text("compound")
+    page.screenshot(path=str(SHOTS / "console-dictionary.png"), full_page=True)
+
+    # The CSV export is the dictionary table, row for row.
+    exported = context.request.get(console.base_url + "/sfsync/dictionary.csv")
+    assert exported.ok, exported.status
+    rows = list(csv.DictReader(io.StringIO(exported.text())))
+    assert [(r["sf_object"], r["sf_field"], r["synced"] in ("True", "1", "true")) for r in rows] \
+        == [(o, f, bool(s)) for o, f, s in fields]
+    context.close()
+
+    # A viewer may look (actions will be refused for it).
+    context, page = _login(browser, console, "viewer")
+    expect(page.frame_locator("iframe").locator("#sync-status")).to_contain_text("Last synced")
+    context.close()
