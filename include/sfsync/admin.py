@@ -45,7 +45,7 @@ from tabulate import SEPARATING_LINE, tabulate
 
 from include.sfsync.catalog import build_catalog
 from include.sfsync.config import load_config
-from include.sfsync.console import sync_state
+from include.sfsync.console import release, sync_state
 from include.sfsync.context import new_client, open_context
 from include.sfsync.errors import ConfigError
 from include.sfsync.objects import ALL_OBJECTS, object_names
@@ -53,7 +53,7 @@ from include.sfsync.salesforce import soql
 from include.sfsync.salesforce.client import daily_api_usage
 from include.sfsync.store.engine import engine_for, reader, utcnow
 from include.sfsync.store.ledger import COUNT_KEYS, mark_failed, repoint_org
-from include.sfsync.store.outbox import PENDING, outbox_t, retry_rows
+from include.sfsync.store.outbox import PENDING, outbox_t
 
 _ORG_ID = re.compile(r"00D[a-zA-Z0-9]{12}(?:[a-zA-Z0-9]{3})?")
 
@@ -110,14 +110,6 @@ def outbox(engine, *, everything: bool = False) -> str:
         return "Nothing " + ("waiting" if everything else "rejected") + " in the outbox."
     return "\n".join(f"{r.table_name} {r.row_id}: {r.status} (attempts {r.attempts}) "
                      f"{r.op} {r.columns} {r.last_error or ''}".rstrip() for r in rows)
-
-
-def release(engine, *, table: str | None = None, row_id: int | None = None) -> int:
-    """Failed or quarantined changes (of one row, or all quarantined) become pending again."""
-    with engine.begin() as conn:
-        if table is not None:
-            return retry_rows(conn, table, [row_id])
-        return retry_rows(conn, None, quarantined_only=True)
 
 
 def connect() -> str:

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 
 from include.sfsync.store.engine import reader
 from include.sfsync.store.ledger import COUNT_KEYS
-from include.sfsync.store.outbox import outbox_t
+from include.sfsync.store.outbox import PENDING, outbox_t, retry_rows
 from include.sfsync.store.tables import ensure_bookkeeping
 
 # Field-dictionary columns, in the order the CSV export and the page show them.
@@ -93,6 +93,31 @@ def error_rows(engine: Engine, *, limit: int | None = None) -> list[dict]:
         query = query.limit(limit)
     with reader(engine).connect() as conn:
         return [dict(r._mapping) for r in conn.execute(query)]
+
+
+REJECTED_COLUMNS = ("table_name", "row_id", "sfdc_id", "status", "attempts", "last_error",
+                    "changed_at")
+
+
+def rejected_changes(engine: Engine) -> list[dict]:
+    """Local changes Salesforce refused (``failed``: tried again when the row changes;
+    ``quarantined``: left alone until released), oldest first."""
+    with reader(engine).connect() as conn:
+        if not sa.inspect(conn).has_table(outbox_t.name):
+            return []
+        return [dict(r._mapping) for r in conn.execute(
+            sa.select(*[outbox_t.c[c] for c in REJECTED_COLUMNS])
+            .where(outbox_t.c.status != PENDING)
+            .order_by(outbox_t.c.changed_at, outbox_t.c.table_name, outbox_t.c.row_id))]
+
+
+def release(engine: Engine, *, table: str | None = None, row_id: int | None = None) -> int:
+    """Failed or quarantined changes (of one row, or all quarantined) become pending again: the
+    next cycle pushes them (``admin release``, the console's Retry)."""
+    with engine.begin() as conn:
+        if table is not None:
+            return retry_rows(conn, table, [row_id])
+        return retry_rows(conn, None, quarantined_only=True)
 
 
 def dictionary_rows(engine: Engine) -> list[dict]:

@@ -40,28 +40,47 @@ def _to_login(request: Request, _exc: LoginRequired):
     return RedirectResponse("/api/v2/auth/login?" + urlencode({"next": target}), status_code=303)
 
 
-async def reader_user(request: Request,
-                      creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]):
-    """The logged-in Airflow user, allowed to read the sync DAG's runs (else login or 403)."""
+async def _user(request: Request, creds: HTTPAuthorizationCredentials | None):
+    from airflow.api_fastapi.core_api.security import get_user
+
+    try:
+        return await get_user(request, None, creds)
+    except HTTPException:
+        raise LoginRequired() from None
+
+
+def may(user, method: str) -> bool:
+    """May ``user`` read (GET) or trigger and clear (POST) the sync DAG's runs?"""
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.models.resource_details import (
         DagAccessEntity,
         DagDetails,
     )
-    from airflow.api_fastapi.core_api.security import get_user
 
-    try:
-        user = await get_user(request, None, creds)
-    except HTTPException:
-        raise LoginRequired() from None
-    if not get_auth_manager().is_authorized_dag(method="GET", access_entity=DagAccessEntity.RUN,
-                                                details=DagDetails(id=SYNC_DAG), user=user):
-        raise HTTPException(403, "Forbidden: reading the sync's runs needs access to "
-                                 f"{SYNC_DAG}")
+    return get_auth_manager().is_authorized_dag(method=method, access_entity=DagAccessEntity.RUN,
+                                                details=DagDetails(id=SYNC_DAG), user=user)
+
+
+async def reader_user(request: Request,
+                      creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]):
+    """The logged-in Airflow user, allowed to read the sync DAG's runs (else login or 403)."""
+    user = await _user(request, creds)
+    if not may(user, "GET"):
+        raise HTTPException(403, f"Forbidden: the console needs read access to {SYNC_DAG}")
+    return user
+
+
+async def editor_user(request: Request,
+                      creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]):
+    """A user who may also act (Retry, Sync now): Airflow's right to trigger the sync DAG."""
+    user = await _user(request, creds)
+    if not may(user, "POST"):
+        raise HTTPException(403, f"Forbidden: this action needs the right to trigger {SYNC_DAG}")
     return user
 
 
 ReaderUser = Annotated[Any, Depends(reader_user)]
+EditorUser = Annotated[Any, Depends(editor_user)]
 
 
 def marketing_engine():
@@ -116,11 +135,38 @@ def state_json(user: ReaderUser):
 
 
 @app.get("/errors", response_class=HTMLResponse)
-def errors(request: Request, user: ReaderUser):
-    from include.sfsync.console import ERROR_COLUMNS, error_rows
+def errors(request: Request, user: ReaderUser, released: int | None = None):
+    from include.sfsync.console import (
+        ERROR_COLUMNS,
+        REJECTED_COLUMNS,
+        error_rows,
+        rejected_changes,
+    )
 
-    return _page(request, "errors.html", rows=error_rows(marketing_engine(), limit=1000),
-                 columns=ERROR_COLUMNS, user=user.get_name())
+    engine = marketing_engine()
+    return _page(request, "errors.html", rows=error_rows(engine, limit=1000),
+                 columns=ERROR_COLUMNS, rejected=rejected_changes(engine),
+                 rejected_columns=REJECTED_COLUMNS, can_retry=may(user, "POST"),
+                 released=released, user=user.get_name())
+
+
+@app.post("/retry")
+async def retry(request: Request, user: EditorUser):
+    """Rejected changes become pending again (one row, or every quarantined one): the next
+    cycle pushes them. What ``admin release`` does."""
+    from include.sfsync.console import release
+
+    form = await request.form()
+    if form.get("row_id"):
+        try:
+            row_id = int(form["row_id"])
+        except ValueError:
+            raise HTTPException(400, f"row_id must be a number, not {form['row_id']!r}") \
+                from None
+        n = release(marketing_engine(), table=str(form.get("table")), row_id=row_id)
+    else:
+        n = release(marketing_engine())
+    return RedirectResponse(f"errors?released={n}", status_code=303)
 
 
 @app.get("/errors.csv")

@@ -1,8 +1,9 @@
 """The sync console in a real Airflow (api-server, scheduler, dag-processor) with the project's
 plugins, driven in Debian's chromium by Playwright as a user clicks: log in, open "Salesforce
-Sync" in the navigation, see *Last synced* and the latest cycle's counts, the errors and the data
-dictionary, and export the dictionary as CSV. Screenshots of every page go to ``.screenshots/``
-(git-ignored; CI keeps them as artifacts)."""
+Sync" in the navigation, see *Last synced* and the latest cycle's counts and the data
+dictionary (and its CSV export); see a change Salesforce rejected in Errors (and its CSV), fix it
+in the database, press Retry and see it cleared after the next cycle; a viewer cannot retry.
+Screenshots of every page go to ``.screenshots/`` (git-ignored; CI keeps them as artifacts)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ def console(tmp_path_factory, airflow_metadata_url):
                                                      "host": str(database)}),
             "REQUESTS_CA_BUNDLE": info["ca_bundle"],
             "SFSYNC_CONFIG": str(base / "defaults-only.yaml"),  # no file: every default
+            "SFSYNC_INCREMENTAL_MINUTES": "1440",  # cycles run when the test triggers them
         }
         with AirflowStack(dags_folder=dags, home=base / "home", env=env,
                           pools={"salesforce_api": 2, "salesforce_push": 1}, dag_ids=[DAG_ID],
@@ -73,7 +75,7 @@ def console(tmp_path_factory, airflow_metadata_url):
                               timeout=60).raise_for_status()
             [run] = stack.wait_runs(DAG_ID, run_ids=[stack.trigger(DAG_ID)], timeout=300)
             assert run["state"] == "success", stack.task_instances(DAG_ID, run["dag_run_id"])
-            stack.database = database
+            stack.database, stack.emulator = database, info
             yield stack
 
 
@@ -87,6 +89,11 @@ def browser():
                                      args=["--no-sandbox", "--disable-gpu"])
         yield launched
         launched.close()
+
+
+def _cycle(stack: AirflowStack) -> None:
+    [run] = stack.wait_runs(DAG_ID, run_ids=[stack.trigger(DAG_ID)], timeout=300)
+    assert run["state"] == "success", stack.task_instances(DAG_ID, run["dag_run_id"])
 
 
 def _login(browser, stack: AirflowStack, user: str):
@@ -152,9 +159,51 @@ def test_the_console_shows_the_sync_as_a_user_sees_it(console, browser):
     rows = list(csv.DictReader(io.StringIO(exported.text())))
     assert [(r["sf_object"], r["sf_field"], r["synced"] in ("True", "1", "true")) for r in rows] \
         == [(o, f, bool(s)) for o, f, s in fields]
-    context.close()
 
-    # A viewer may look (actions will be refused for it).
-    context, page = _login(browser, console, "viewer")
-    expect(page.frame_locator("iframe").locator("#sync-status")).to_contain_text("Last synced")
+    # A change Salesforce rejects: listed in Errors with Salesforce's code and message.
+    engine = sa.create_engine(f"sqlite:///{console.database}")
+    with engine.begin() as conn:
+        person, lead_id = conn.execute(sa.text(
+            "SELECT id, sfdc_lead_id FROM person WHERE sfdc_type = 'Lead' AND NOT "
+            "sfdc_is_deleted ORDER BY id LIMIT 1")).one()
+        conn.execute(sa.text("UPDATE person SET state = 'Atlantis' WHERE id = :i"),
+                     {"i": person})
+    _cycle(console)
+    frame.get_by_role("link", name="Errors").click()
+    rejected = frame.locator("#rejected tbody tr", has_text="Atlantis")
+    expect(rejected).to_contain_text("failed")
+    expect(frame.locator("#errors")).to_contain_text("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST")
+    page.screenshot(path=str(SHOTS / "console-errors-rejected.png"), full_page=True)
+    exported = context.request.get(console.base_url + "/sfsync/errors.csv")
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT sfdc_id, error_code FROM sfsync_error "
+                                      "ORDER BY created_at DESC, id DESC")).all()
+    assert [(r["sfdc_id"], r["error_code"]) for r in csv.DictReader(
+        io.StringIO(exported.text()))] == [tuple(r) for r in stored]
+
+    # A viewer sees it but cannot retry: the button is disabled and the action refused.
+    viewer, viewer_page = _login(browser, console, "viewer")
+    viewer_frame = viewer_page.frame_locator("iframe")
+    expect(viewer_frame.locator("#sync-status")).to_contain_text("Last synced")
+    viewer_frame.get_by_role("link", name="Errors").click()
+    expect(viewer_frame.locator("#rejected tbody tr").first.get_by_role(
+        "button", name="Retry")).to_be_disabled()
+    refused = viewer.request.post(console.base_url + "/sfsync/retry",
+                                  form={"table": "person", "row_id": str(person)})
+    assert refused.status == 403, refused.status
+    viewer.close()
+
+    # Fixed in the database, retried, and gone after the next cycle.
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE person SET state = 'Ohio' WHERE id = :i"), {"i": person})
+    engine.dispose()
+    rejected.get_by_role("button", name="Retry").click()
+    expect(frame.locator("#released")).to_contain_text("1 change(s) will be pushed again")
+    _cycle(console)
+    frame.get_by_role("link", name="Errors").click()
+    expect(frame.get_by_text("Nothing rejected.")).to_be_visible()
+    truth = requests.get(console.emulator["control_url"] + "/export",
+                         params={"objects": "Lead"}, verify=console.emulator["ca_bundle"],
+                         timeout=30).json()["Lead"]
+    assert next(r for r in truth if r["Id"] == lead_id)["State"] == "Ohio"
     context.close()
