@@ -85,11 +85,15 @@ EditorUser = Annotated[Any, Depends(editor_user)]
 
 def marketing_engine():
     """The marketing database (the ``marketing_db`` connection), one engine per process."""
+    from include.sfsync.admin import use_airflow_connections
     from include.sfsync.config import load_config
     from include.sfsync.store.engine import engine_for
 
     conn_id = load_config().marketing_conn_id
     if conn_id not in _engines:
+        # outside a task, Airflow's SDK reads only AIRFLOW_CONN_*: look in the metadata
+        # database (and secrets backends) too, where `make airflow` and the UI keep it
+        use_airflow_connections(conn_id)
         _engines[conn_id] = engine_for(conn_id)
     return _engines[conn_id]
 
