@@ -67,8 +67,8 @@ def console(tmp_path_factory, airflow_metadata_url):
             # keep it: the tasks and the console (in the api-server) must both find it there
             stack.api("POST", "/connections", json={
                 "connection_id": "marketing_db", "conn_type": "sqlite", "host": str(database)})
-            stack.unpause(DAG_ID)
-            [run] = stack.wait_runs(DAG_ID, run_ids=[stack.trigger(DAG_ID)], timeout=300)
+            stack.unpause(DAG_ID)  # its scheduled run copies the org (no prior copy)
+            [run] = stack.wait_runs(DAG_ID, run_type="scheduled", count=1, timeout=300)
             assert run["state"] == "success", stack.task_instances(DAG_ID, run["dag_run_id"])
             # Sales activity, then a cycle that carries it: the latest run has counts to show.
             control = info["control_url"]
