@@ -105,10 +105,18 @@ def rejected_changes(engine: Engine) -> list[dict]:
     with reader(engine).connect() as conn:
         if not sa.inspect(conn).has_table(outbox_t.name):
             return []
-        return [dict(r._mapping) for r in conn.execute(
+        rows = [dict(r._mapping) for r in conn.execute(
             sa.select(*[outbox_t.c[c] for c in REJECTED_COLUMNS])
             .where(outbox_t.c.status != PENDING)
             .order_by(outbox_t.c.changed_at, outbox_t.c.table_name, outbox_t.c.row_id))]
+        for name in {r["table_name"] for r in rows}:  # the rows' Salesforce ids (not deleted)
+            table = sa.table(name, sa.column("id"), sa.column("sfdc_id"))
+            ids = dict(conn.execute(sa.select(table.c.id, table.c.sfdc_id).where(
+                table.c.id.in_([r["row_id"] for r in rows if r["table_name"] == name]))).all())
+            for r in rows:
+                if r["table_name"] == name and r["sfdc_id"] is None:
+                    r["sfdc_id"] = ids.get(r["row_id"])
+        return rows
 
 
 def release(engine: Engine, *, table: str | None = None, row_id: int | None = None) -> int:

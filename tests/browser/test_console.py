@@ -176,6 +176,7 @@ def test_the_console_shows_the_sync_as_a_user_sees_it(console, browser):
     frame.get_by_role("link", name="Errors").click()
     rejected = frame.locator("#rejected tbody tr", has_text="Atlantis")
     expect(rejected).to_contain_text("failed")
+    expect(rejected).to_contain_text(lead_id)  # the record's Salesforce id
     expect(frame.locator("#errors")).to_contain_text("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST")
     page.screenshot(path=str(SHOTS / "console-errors-rejected.png"), full_page=True)
     exported = context.request.get(console.base_url + "/sfsync/errors.csv")
