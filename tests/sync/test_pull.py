@@ -303,9 +303,11 @@ def test_a_transaction_open_longer_than_the_overlap_is_not_lost(sync):
     overlap = load_config().overlap_seconds
     # a transaction opened longer ago than the overlap is still open
     sync.org.control("PATCH", "/settings", json={"latest_date_lag_seconds": overlap + 100})
-    sync.org.control("POST", "/late-commit", json={  # covered: makes the cycle read Leads
+    # covered, whatever the second (latestDateCovered is floored to the minute): makes the
+    # cycle read Leads
+    sync.org.control("POST", "/late-commit", json={
         "id": leads[0]["Id"], "values": {"Title": "Covered change"},
-        "seconds_ago": overlap + 150})
+        "seconds_ago": overlap + 100 + 90})
     sync.update("Lead", leads[1]["Id"], Title="Newest change")  # now: past the coverage
     summary = sync.cycle("open")
     assert counts(summary, "Lead")["updated"] == 2
