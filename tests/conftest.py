@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST_HOME = ROOT / ".airflow-test"
-TEST_HOME.mkdir(exist_ok=True)
+# One Airflow home (metadata DB) per pytest-xdist worker: dag.test() runs must not share SQLite.
+TEST_HOME = ROOT / ".airflow-test" / os.environ.get("PYTEST_XDIST_WORKER", "main")
+TEST_HOME.mkdir(parents=True, exist_ok=True)
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # include.* importable in this process
