@@ -61,22 +61,21 @@ def may(user, method: str) -> bool:
                                                 details=DagDetails(id=SYNC_DAG), user=user)
 
 
-async def reader_user(request: Request,
-                      creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]):
-    """The logged-in Airflow user, allowed to read the sync DAG's runs (else login or 403)."""
-    user = await _user(request, creds)
-    if not may(user, "GET"):
-        raise HTTPException(403, f"Forbidden: the console needs read access to {SYNC_DAG}")
-    return user
+def _allowed(method: str, refusal: str):
+    """A dependency: the logged-in Airflow user (else the login page), allowed ``method`` on the
+    sync DAG's runs (else 403 with ``refusal``)."""
+    async def user_allowed(request: Request,
+                           creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]):
+        user = await _user(request, creds)
+        if not may(user, method):
+            raise HTTPException(403, f"Forbidden: {refusal} {SYNC_DAG}")
+        return user
+    return user_allowed
 
 
-async def editor_user(request: Request,
-                      creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]):
-    """A user who may also act (Retry, Sync now): Airflow's right to trigger the sync DAG."""
-    user = await _user(request, creds)
-    if not may(user, "POST"):
-        raise HTTPException(403, f"Forbidden: this action needs the right to trigger {SYNC_DAG}")
-    return user
+# Pages need read access to the sync DAG's runs; actions (Retry, Sync now) the right to trigger it.
+reader_user = _allowed("GET", "the console needs read access to")
+editor_user = _allowed("POST", "this action needs the right to trigger")
 
 
 ReaderUser = Annotated[Any, Depends(reader_user)]
