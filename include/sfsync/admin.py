@@ -41,7 +41,7 @@ import sys
 
 import sqlalchemy as sa
 import yaml
-from tabulate import SEPARATING_LINE, tabulate
+from tabulate import tabulate
 
 from include.sfsync.catalog import build_catalog
 from include.sfsync.config import load_config
@@ -49,10 +49,11 @@ from include.sfsync.console import release, sync_state
 from include.sfsync.context import new_client, open_context
 from include.sfsync.errors import ConfigError
 from include.sfsync.objects import ALL_OBJECTS, object_names
+from include.sfsync.report import counts_table
 from include.sfsync.salesforce import soql
 from include.sfsync.salesforce.client import daily_api_usage
 from include.sfsync.store.engine import engine_for, reader, utcnow
-from include.sfsync.store.ledger import COUNT_KEYS, mark_failed, repoint_org
+from include.sfsync.store.ledger import mark_failed, repoint_org
 from include.sfsync.store.outbox import PENDING, outbox_t
 
 _ORG_ID = re.compile(r"00D[a-zA-Z0-9]{12}(?:[a-zA-Z0-9]{3})?")
@@ -61,20 +62,6 @@ _ORG_ID = re.compile(r"00D[a-zA-Z0-9]{12}(?:[a-zA-Z0-9]{3})?")
 def looks_like_org_id(value: str) -> bool:
     """15 case-sensitive characters starting ``00D``, plus 3 checksum characters or not."""
     return bool(_ORG_ID.fullmatch(value or ""))
-
-
-def counts_table(counts: dict[str, dict[str, int]], *, title: str | None = None,
-                 api_calls: int | None = None) -> str:
-    """Object | New | Updated | Deleted | Skipped | Failed, with a total row."""
-    rows = [[name] + [f"{c.get(k, 0):,}" for k in COUNT_KEYS] for name, c in counts.items()]
-    totals = ["Total"] + [f"{sum(c.get(k, 0) for c in counts.values()):,}" for k in COUNT_KEYS]
-    table = tabulate([*rows, SEPARATING_LINE, totals],
-                     headers=["Object"] + [k.capitalize() for k in COUNT_KEYS],
-                     colalign=("left",) + ("right",) * len(COUNT_KEYS), disable_numparse=True)
-    out = ([title] if title else []) + [table]
-    if api_calls is not None:
-        out.append(f"Salesforce API calls: {api_calls:,}")
-    return "\n".join(out)
 
 
 def status(engine) -> str:

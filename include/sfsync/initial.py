@@ -105,6 +105,8 @@ def copy_window(ctx: SyncContext, run_key: str, sf_object: str,
               "live_only": "IsDeleted" in obj.describe_fields}
     query = changes_soql(obj, None, **bounds)
     total = reads.count(client, count_soql(sf_object, **bounds), include_deleted=True)
+    with ctx.engine.begin() as conn:  # the console's rate and ETA of a running copy
+        conn.execute(window_t.update().where(*key).values(expected=window.copied + total))
     label = f"{sf_object} created {_day(start)}..{_day(end)}"
     progress = Progress(label, total)
     log.info("%s: copying %s records with %s", label, f"{total:,}",
@@ -132,7 +134,7 @@ def copy_window(ctx: SyncContext, run_key: str, sf_object: str,
     with ctx.engine.begin() as conn:
         conn.execute(window_t.update().where(*key).values(status="done", finished_at=utcnow()))
         _record(conn, count_t, run_key, sf_object, counts, client.api_calls - calls_before)
-    add_api_calls(ctx.engine, run_key, client.api_calls - calls_before)
+    add_api_calls(ctx.engine, run_key, client.api_calls - calls_before, client.api_usage)
     log.info("%s: done. %s", label, progress.line())
     return counts.as_dict()
 

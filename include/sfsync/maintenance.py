@@ -154,6 +154,6 @@ def maintain(run_key: str, ctx: SyncContext) -> dict:
     result = {"recopied": recopy_new_fields(ctx), "formulas": refresh_formulas(ctx),
               "reconciled": reconcile(ctx)}
     calls = (ctx.client.api_calls if ctx.client else 0) - client_calls
-    add_api_calls(ctx.engine, run_key, calls)
+    add_api_calls(ctx.engine, run_key, calls, ctx.client.api_usage if ctx.client else None)
     result["api_calls"] = calls
     return result

@@ -72,7 +72,7 @@ def prepare(run_key: str, *, dag_id: str = "salesforce_incremental_sync",
         log.warning("%s", warning)
     plans = X.probe(client, engine, BOOKS, catalog, run_key)
     calls = client.api_calls - before
-    ledger.add_api_calls(engine, run_key, calls)
+    ledger.add_api_calls(engine, run_key, calls, client.api_usage)
     return {"objects": {name: plan.mode for name, plan in plans.items()},
             "custom_objects": [n for n in config.custom_objects if n in catalog.objects],
             "api_calls": calls, "warnings": catalog.warnings}
@@ -83,7 +83,8 @@ def extract_object(run_key: str, sf_object: str, ctx: SyncContext | None = None)
     result = X.extract(ctx.client, ctx.engine, ctx.books, ctx.catalog, run_key, sf_object,
                        client_factory=ctx.salesforce)
     if not result.skipped_calls:
-        ledger.add_api_calls(ctx.engine, run_key, result.api_calls)
+        ledger.add_api_calls(ctx.engine, run_key, result.api_calls,
+                             ctx.client.api_usage if ctx.client else None)
     return {"object": sf_object, "mode": result.mode, "rows": result.rows,
             "api_calls": 0 if result.skipped_calls else result.api_calls}
 
@@ -152,6 +153,7 @@ def finish(run_key: str, ctx: SyncContext | None = None, *, status: str = "succe
         flag_contactless_conversions(conn, ctx.tables["person"])
     X.cleanup(ctx.engine, ctx.books, run_key)
     with ctx.engine.begin() as conn:
+        ledger.record_backlog(conn, run_key, outbox.backlog(conn))
         ledger.end_run(conn, run_key, status, message)
         counts = ledger.recorded_counts(conn, run_key, "pull")
         calls = ledger.run_api_calls(conn, run_key)
@@ -209,7 +211,8 @@ def sync_now(run_key: str, *, person_ids=(), emails=(), config: SyncConfig | Non
              "campaign_members": push_campaign_members(run_key, ctx, person_ids=ids)}
     before = ctx.salesforce().api_calls
     loaded = repull_people(ctx, ids)
-    ledger.add_api_calls(ctx.engine, run_key, ctx.salesforce().api_calls - before)
+    ledger.add_api_calls(ctx.engine, run_key, ctx.salesforce().api_calls - before,
+                         ctx.salesforce().api_usage)
     with reader(ctx.engine).connect() as conn:
         rejected = ledger.rejections(conn, run_key)
     message = None
@@ -245,7 +248,7 @@ def prepare_copy(run_key: str, objects: list[str], *, dag_id: str = "salesforce_
     catalog = sync_schema(engine, client, config)
     for warning in catalog.warnings:
         log.warning("%s", warning)
-    ledger.add_api_calls(engine, run_key, client.api_calls - before)
+    ledger.add_api_calls(engine, run_key, client.api_calls - before, client.api_usage)
     return [name for name in known if name in objects and name in catalog.objects]
 
 

@@ -26,6 +26,29 @@ SYNC_DAG = "salesforce_incremental_sync"  # whose runs a user must be allowed to
 
 app = FastAPI(title="Salesforce Sync console", docs_url=None, redoc_url=None, openapi_url=None)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+
+
+def _number(value) -> str:
+    return "" if value is None else f"{value:,.0f}" if isinstance(value, float) else f"{value:,}"
+
+
+def _duration(seconds) -> str:
+    """3 d 4 h, 2 h 5 min, 4 min 10 s, 12 s."""
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    for unit, size, small, small_size in (("d", 86400, "h", 3600), ("h", 3600, "min", 60),
+                                          ("min", 60, "s", 1)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} {seconds % size // small_size} {small}"
+    return f"{seconds} s"
+
+
+def _when(value) -> str:
+    return "" if value is None else f"{value:%Y-%m-%d %H:%M:%S}"
+
+
+templates.env.filters.update(number=_number, duration=_duration, when=_when)
 _bearer = HTTPBearer(auto_error=False)
 _engines: dict = {}
 
@@ -113,15 +136,31 @@ def _csv(rows: list[dict], columns: tuple[str, ...], filename: str) -> Response:
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
+def _days(rows: list[dict]) -> list[str]:
+    return [f"{r['day']:%a %d}" for r in rows]
+
+
 @app.get("/", response_class=HTMLResponse)
 def overview(request: Request, user: ReaderUser):
-    from include.sfsync.console import sync_state
+    from include.sfsync.console import api_usage, sync_state
     from include.sfsync.store.ledger import COUNT_KEYS
+    from sfsync_console import airflow_state, charts
 
-    state = sync_state(marketing_engine())
+    engine = marketing_engine()
+    state = sync_state(engine)
     totals = {k: sum(c.get(k, 0) for c in state.counts.values()) for k in COUNT_KEYS}
+    usage = api_usage(engine)
+    next_at, paused = airflow_state.next_cycle()
     return _page(request, "overview.html", state=state, keys=COUNT_KEYS, totals=totals,
-                 user=user.get_name())
+                 usage=usage, running=airflow_state.running_runs(), next_at=next_at,
+                 paused=paused, user=user.get_name(),
+                 failed_log=airflow_state.failed_task_url(state.run_key)
+                 if state.status == "failed" else None,
+                 usage_chart=charts.bars("Sync API calls per day", _days(usage["days"]),
+                                         [d["sync_calls"] for d in usage["days"]]),
+                 peak_chart=charts.bars("Org's daily API usage (highest seen)",
+                                        _days(usage["days"]),
+                                        [d["org_peak"] for d in usage["days"]]))
 
 
 @app.get("/api/state")
@@ -137,38 +176,97 @@ def state_json(user: ReaderUser):
     return JSONResponse(jsonable_encoder(body))
 
 
+@app.get("/objects", response_class=HTMLResponse)
+def objects(request: Request, user: ReaderUser):
+    from include.sfsync.console import object_rows
+    from include.sfsync.store.ledger import COUNT_KEYS
+    from sfsync_console import charts
+
+    rows = object_rows(marketing_engine())
+    for r in rows:
+        r["chart"] = charts.sparkline([d["new"] + d["updated"] + d["deleted"] for d in r["days"]],
+                                      f"{r['sf_object']} changes per day")
+    days = [d["day"] for d in rows[0]["days"]] if rows else []
+    return _page(request, "objects.html", rows=rows, keys=COUNT_KEYS, days=days,
+                 user=user.get_name())
+
+
+@app.get("/backlog", response_class=HTMLResponse)
+def backlog(request: Request, user: ReaderUser, hours: int = 24):
+    from include.sfsync.console import GROWING_CYCLES, throughput
+    from sfsync_console import charts
+
+    flow = throughput(marketing_engine(), hours=max(1, min(hours, 24 * 30)))
+    cycles = flow.cycles
+    labels = [f"{t:%d %H:%M}" for t in cycles["started_at"]]
+    hour_labels = [f"{t:%d %H:00}" for t in flow.hours["hour"]]
+
+    def series(frame, column):
+        return [None if v != v else int(v) for v in frame[column]]  # NaN (v != v): no point
+
+    return _page(
+        request, "backlog.html", flow=flow, hours=hours, growing_cycles=GROWING_CYCLES,
+        user=user.get_name(),
+        recent=cycles.tail(12).iloc[::-1].to_dict("records"),
+        charts=[charts.line("Changes waiting for Salesforce (pending, per cycle)", labels,
+                            series(cycles, "pending")),
+                charts.line("Records pulled per cycle (Salesforce to database)", labels,
+                            series(cycles, "pulled")),
+                charts.line("Records pushed per cycle (database to Salesforce)", labels,
+                            series(cycles, "pushed")),
+                charts.bars("Records pulled per hour", hour_labels,
+                            series(flow.hours, "pulled"), width=760),
+                charts.bars("Records pushed per hour", hour_labels,
+                            series(flow.hours, "pushed"), width=760)])
+
+
 @app.get("/errors", response_class=HTMLResponse)
-def errors(request: Request, user: ReaderUser, released: int | None = None):
-    from include.sfsync.console import (
-        ERROR_COLUMNS,
-        REJECTED_COLUMNS,
-        error_rows,
-        rejected_changes,
-    )
+def errors(request: Request, user: ReaderUser, tab: str = "records", sf_object: str = "",
+           code: str = "", q: str = "", released: int | None = None):
+    from include.sfsync import console
+    from sfsync_console import airflow_state
 
     engine = marketing_engine()
-    return _page(request, "errors.html", rows=error_rows(engine, limit=1000),
-                 columns=ERROR_COLUMNS, rejected=rejected_changes(engine),
-                 rejected_columns=REJECTED_COLUMNS, can_retry=may(user, "POST"),
-                 released=released, user=user.get_name())
+    context = {"tab": tab, "sf_object": sf_object, "code": code, "q": q, "released": released,
+               "can_retry": may(user, "POST"), "user": user.get_name(),
+               "instance_url": console.sync_state(engine).instance_url}
+    if tab == "jobs":
+        runs = console.failed_runs(engine)
+        for r in runs:
+            r["log_url"] = airflow_state.failed_task_url(r["run_key"])
+        context["runs"] = runs
+    elif tab == "conflicts":
+        context.update(rows=console.conflict_rows(engine), columns=console.CONFLICT_COLUMNS)
+    elif tab == "duplicates":
+        context["rows"] = console.duplicate_rows(engine)
+    else:
+        context.update(rejected=console.rejected_changes(engine),
+                       rejected_columns=console.REJECTED_COLUMNS,
+                       issues=console.error_issues(engine, sf_object=sf_object, code=code, q=q),
+                       issue_columns=console.ISSUE_COLUMNS, filters=console.error_filters(engine))
+    return _page(request, "errors.html", **context)
 
 
 @app.post("/retry")
 async def retry(request: Request, user: EditorUser):
-    """Rejected changes become pending again (one row, or every quarantined one): the next
-    cycle pushes them. What ``admin release`` does."""
+    """Rejected changes become pending again (one row, the selected ones, or every quarantined
+    one): the next cycle pushes them. What ``admin release`` does."""
     from include.sfsync.console import release
 
     form = await request.form()
+    picked = form.getlist("row")  # "table:row_id" of the ticked rows
     if form.get("row_id"):
-        try:
-            row_id = int(form["row_id"])
-        except ValueError:
-            raise HTTPException(400, f"row_id must be a number, not {form['row_id']!r}") \
-                from None
-        n = release(marketing_engine(), table=str(form.get("table")), row_id=row_id)
+        picked.append(f"{form.get('table')}:{form['row_id']}")
+    engine = marketing_engine()
+    if picked:
+        n = 0
+        for item in picked:
+            table, _, row_id = str(item).rpartition(":")
+            if not table or not row_id.isdigit():
+                raise HTTPException(400, f"not a table:row id: {item!r}")
+            n += release(engine, table=table, row_id=int(row_id))
     else:
-        n = release(marketing_engine())
+        n = release(engine)
     return RedirectResponse(f"errors?released={n}", status_code=303)
 
 
@@ -177,6 +275,61 @@ def errors_csv(user: ReaderUser):
     from include.sfsync.console import ERROR_COLUMNS, error_rows
 
     return _csv(error_rows(marketing_engine()), ERROR_COLUMNS, "sfsync-errors.csv")
+
+
+@app.get("/people", response_class=HTMLResponse)
+def people(request: Request, user: ReaderUser, q: str = "", run: str = ""):
+    from include.sfsync import console
+    from sfsync_console import airflow_state
+
+    engine = marketing_engine()
+    found = console.find_people(engine, q) if q else []
+    person = found[0] if len(found) == 1 else None
+    outcome = None
+    if run:
+        outcome = airflow_state.dag_run(airflow_state.SYNC_NOW_DAG, run) or {"state": "unknown"}
+        outcome["errors"] = console.run_errors(engine, f"{airflow_state.SYNC_NOW_DAG}:{run}")
+    return _page(request, "people.html", q=q, found=found, person=person,
+                 details=console.person_details(engine, person) if person else None,
+                 run=run, outcome=outcome, can_sync=may(user, "POST"), user=user.get_name(),
+                 sync_now_paused=airflow_state.is_paused(airflow_state.SYNC_NOW_DAG),
+                 instance_url=console.sync_state(engine).instance_url)
+
+
+@app.post("/people/sync")
+async def sync_person(request: Request, user: EditorUser):
+    """Sync now: trigger ``salesforce_sync_now`` for one person; the page follows the run."""
+    from sfsync_console import airflow_state
+
+    form = await request.form()
+    person_id = str(form.get("person_id", ""))
+    if not person_id.isdigit():
+        raise HTTPException(400, f"person_id must be a number, not {person_id!r}")
+    run_id = airflow_state.trigger_sync_now(int(person_id), user.get_name())
+    return RedirectResponse("people?" + urlencode({"q": person_id, "run": run_id}),
+                            status_code=303)
+
+
+@app.get("/initial-copy", response_class=HTMLResponse)
+def initial_copy(request: Request, user: ReaderUser, backfill: int | None = None):
+    from include.sfsync.console import copy_coverage
+
+    return _page(request, "initial_copy.html", coverage=copy_coverage(marketing_engine()),
+                 can_backfill=may(user, "POST"), backfill=backfill, user=user.get_name())
+
+
+@app.post("/initial-copy/backfill")
+def backfill_missing(user: EditorUser):
+    """Backfill the initial copy over the months it is missing (one run per month)."""
+    from include.sfsync.console import copy_coverage
+    from sfsync_console import airflow_state
+
+    coverage = copy_coverage(marketing_engine())
+    if coverage.missing_from is None:
+        return RedirectResponse("initial-copy", status_code=303)
+    backfill_id = airflow_state.backfill_initial_copy(coverage.missing_from,
+                                                      coverage.missing_until, user.get_name())
+    return RedirectResponse(f"initial-copy?backfill={backfill_id}", status_code=303)
 
 
 @app.get("/dictionary", response_class=HTMLResponse)

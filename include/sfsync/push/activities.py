@@ -203,7 +203,7 @@ class _Cycle:
                 calls = client.api_calls - before
                 self.result["api_calls"] += calls
                 self.counts["api_calls"] += calls
-                add_api_calls(self.ctx.engine, self.run_key, calls)
+                add_api_calls(self.ctx.engine, self.run_key, calls, client.api_usage)
         t, now = activity_t, utcnow()
         with self.ctx.engine.begin() as conn:
             for key, (row_id, task) in leaders:

@@ -133,7 +133,8 @@ class Push:
 
     def finish(self) -> dict:
         calls = 0 if self.calls_before is None else self.ctx.client.api_calls - self.calls_before
-        add_api_calls(self.ctx.engine, self.run_key, calls)
+        add_api_calls(self.ctx.engine, self.run_key, calls,
+                      self.ctx.client.api_usage if self.ctx.client else None)
         with self.ctx.engine.begin() as conn:
             for sf_object, counts in self.counts.items():
                 add_counts(conn, self.run_key, sf_object, "push", counts)

@@ -47,13 +47,26 @@ class CountingSession(requests.Session):
         super().__init__()
         self.api_calls = 0
         self.server_date: str | None = None  # the Date header of the latest answer
+        self.api_usage: tuple[int, int] | None = None  # (used, max) today, from the latest
 
     def request(self, method, url, *args, **kwargs):
         if "/services/data/" in str(url) or "/services/async/" in str(url):
             self.api_calls += 1
         response = super().request(method, url, *args, **kwargs)
         self.server_date = response.headers.get("Date") or self.server_date
+        self.api_usage = parse_limit_info(response.headers.get("Sforce-Limit-Info")) \
+            or self.api_usage
         return response
+
+
+def parse_limit_info(header: str | None) -> tuple[int, int] | None:
+    """(used, max) from ``Sforce-Limit-Info: api-usage=18/15000`` (free with every answer)."""
+    for part in (header or "").split(","):
+        name, _, value = part.strip().partition("=")
+        used, _, most = value.partition("/")
+        if name == "api-usage" and used.isdigit() and most.isdigit():
+            return int(used), int(most)
+    return None
 
 
 class SalesforceClient:
@@ -73,6 +86,11 @@ class SalesforceClient:
     @property
     def api_calls(self) -> int:
         return self.session.api_calls
+
+    @property
+    def api_usage(self) -> tuple[int, int] | None:
+        """The org's daily API requests (used, max) as of this client's latest answer."""
+        return self.session.api_usage
 
     @property
     def version(self) -> str:
@@ -97,8 +115,9 @@ class SalesforceClient:
                 pass
         return datetime.now(UTC)
 
-    def org_id(self) -> str:
-        return self.sf.query(select("Organization", ["Id"]))["records"][0]["Id"]
+    def organization(self) -> dict:
+        """The org's Id, Name and IsSandbox (one query)."""
+        return self.sf.query(select("Organization", ["Id", "Name", "IsSandbox"]))["records"][0]
 
     # --- composite -------------------------------------------------------------------------
 

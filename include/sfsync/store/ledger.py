@@ -33,11 +33,23 @@ def start_run(engine: Engine, run_key: str, dag_id: str, kind: str) -> None:
                                                status="running", started_at=utcnow()))
 
 
-def add_api_calls(engine: Engine, run_key: str, calls: int) -> None:
-    if calls:
+def add_api_calls(engine: Engine, run_key: str, calls: int,
+                  usage: tuple[int, int] | None = None) -> None:
+    """Add a step's API calls to its run, with the org's daily usage (used, max) that the
+    step's latest answer reported (the console's API usage chart: no call of its own)."""
+    values = {"api_calls": run_t.c.api_calls + calls} if calls else {}
+    if usage is not None:
+        values.update(org_api_used=usage[0], org_api_max=usage[1], api_usage_at=utcnow())
+    if values:
         with engine.begin() as conn:
-            conn.execute(run_t.update().where(run_t.c.run_key == run_key).values(
-                api_calls=run_t.c.api_calls + calls))
+            conn.execute(run_t.update().where(run_t.c.run_key == run_key).values(**values))
+
+
+def record_backlog(conn: Connection, run_key: str, backlog: dict) -> None:
+    """What waits for Salesforce as the run ends (``outbox.backlog``): the backlog chart."""
+    conn.execute(run_t.update().where(run_t.c.run_key == run_key).values(
+        backlog_pending=backlog["pending"], backlog_failed=backlog["failed"],
+        backlog_quarantined=backlog["quarantined"], backlog_oldest_at=backlog["oldest_at"]))
 
 
 def end_run(conn: Connection, run_key: str, status: str, message: str | None = None) -> None:
@@ -136,22 +148,27 @@ def rejections(conn: Connection, run_key: str) -> list[str]:
 
 def check_org(engine: Engine, client) -> str:
     """Lock the marketing database to the first org it syncs with; refuse any other.
-    ``client``: the Salesforce client (``org_id()``, ``org_id_prefix``, ``instance_url``)."""
+    ``client``: the Salesforce client (``organization()``, ``org_id_prefix``, ``instance_url``)."""
     with engine.begin() as conn:
         lock = conn.execute(sa.select(lock_t).where(lock_t.c.id == 1)).first()
         if lock is None:
-            org_id = client.org_id()
-            conn.execute(lock_t.insert().values(id=1, org_id=org_id,
-                                                instance_url=client.instance_url,
-                                                locked_at=utcnow()))
-            log.info("marketing database locked to Salesforce org %s", org_id)
-            return org_id
+            org = client.organization()
+            conn.execute(lock_t.insert().values(
+                id=1, org_id=org["Id"], instance_url=client.instance_url, locked_at=utcnow(),
+                org_name=org.get("Name"), is_sandbox=org.get("IsSandbox")))
+            log.info("marketing database locked to Salesforce org %s", org["Id"])
+            return org["Id"]
     if lock.org_id[:15] != client.org_id_prefix:
         raise OrgMismatchError(
             f"this marketing database belongs to Salesforce org {lock.org_id} "
             f"({lock.instance_url}), but connection points at org {client.org_id_prefix} "
             f"({client.instance_url}). Refusing to mix two orgs' data. To re-point it "
             "deliberately: python -m include.sfsync.admin repoint-org --org-id <new org id> --yes")
+    if lock.org_name is None:  # locked by an older sfsync: name the org once
+        org = client.organization()
+        with engine.begin() as conn:
+            conn.execute(lock_t.update().where(lock_t.c.id == 1).values(
+                org_name=org.get("Name"), is_sandbox=org.get("IsSandbox")))
     return lock.org_id
 
 

@@ -212,6 +212,21 @@ def count_pending(conn, table_name: str) -> int:
         outbox_t.c.table_name == table_name, outbox_t.c.status == PENDING)).scalar()
 
 
+def backlog(conn) -> dict:
+    """What waits for Salesforce: outbox rows by state, plus captured changes not folded yet
+    (counted as pending), and when the oldest pending change was made."""
+    by_state = dict(conn.execute(sa.select(outbox_t.c.status, sa.func.count())
+                                 .group_by(outbox_t.c.status)).all())
+    unfolded, unfolded_oldest = conn.execute(
+        sa.select(sa.func.count(), sa.func.min(change_t.c.changed_at))
+        .where(change_t.c.processed_at.is_(None))).one()
+    oldest = conn.execute(sa.select(sa.func.min(outbox_t.c.first_changed_at))
+                          .where(outbox_t.c.status == PENDING)).scalar()
+    oldest = min((t for t in (oldest, unfolded_oldest) if t is not None), default=None)
+    return {"pending": by_state.get(PENDING, 0) + unfolded, "failed": by_state.get(FAILED, 0),
+            "quarantined": by_state.get(QUARANTINED, 0), "oldest_at": oldest}
+
+
 def retry_rows(conn, table_name: str | None, row_ids: Iterable[int] | None = None, *,
                quarantined_only: bool = False) -> int:
     """Failed or quarantined changes (of one table's ``row_ids``, or all) become pending."""

@@ -60,7 +60,14 @@ def bookkeeping(metadata: sa.MetaData) -> dict[str, sa.Table]:
         sa.Column("started_at", UtcDateTime), sa.Column("ended_at", UtcDateTime),
         sa.Column("api_calls", sa.Integer, nullable=False, server_default="0"),
         sa.Column("message", sa.Text),
-        sa.Column("push_stopped", sa.Text))  # why the run's push stopped (request limit)
+        sa.Column("push_stopped", sa.Text),  # why the run's push stopped (request limit)
+        # the org's daily API requests as the run's latest answer reported them
+        sa.Column("org_api_used", sa.Integer), sa.Column("org_api_max", sa.Integer),
+        sa.Column("api_usage_at", UtcDateTime),
+        # what waited for Salesforce as the run ended (pending counts captured changes too)
+        sa.Column("backlog_pending", sa.Integer), sa.Column("backlog_failed", sa.Integer),
+        sa.Column("backlog_quarantined", sa.Integer), sa.Column("backlog_oldest_at", UtcDateTime),
+        sa.Index("ix_sfsync_run_started", "started_at"))
     t["count"] = sa.Table(
         "sfsync_count", metadata,
         sa.Column("run_key", sa.Text, primary_key=True),
@@ -69,7 +76,8 @@ def bookkeeping(metadata: sa.MetaData) -> dict[str, sa.Table]:
         *[sa.Column(n, sa.Integer, nullable=False, server_default="0")
           for n in ("new", "updated", "deleted", "skipped", "failed")],
         sa.Column("api_calls", sa.Integer, nullable=False, server_default="0"),
-        sa.Column("recorded_at", UtcDateTime))
+        sa.Column("recorded_at", UtcDateTime),
+        sa.Index("ix_sfsync_count_recorded", "recorded_at"))
     t["error"] = sa.Table(
         "sfsync_error", metadata,
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -77,13 +85,16 @@ def bookkeeping(metadata: sa.MetaData) -> dict[str, sa.Table]:
         sa.Column("direction", sa.Text), sa.Column("sfdc_id", sa.Text),
         sa.Column("field", sa.Text), sa.Column("error_code", sa.Text),
         sa.Column("message", sa.Text), sa.Column("record", sa.Text),
-        sa.Column("created_at", UtcDateTime))
+        sa.Column("created_at", UtcDateTime),
+        sa.Index("ix_sfsync_error_record", "sfdc_id"),
+        sa.Index("ix_sfsync_error_run", "run_key"))
     t["org_lock"] = sa.Table(
         "sfsync_org_lock", metadata,
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("org_id", sa.Text, nullable=False),
         sa.Column("instance_url", sa.Text),
-        sa.Column("locked_at", UtcDateTime))
+        sa.Column("locked_at", UtcDateTime),
+        sa.Column("org_name", sa.Text), sa.Column("is_sandbox", sa.Boolean))
     t["duplicate"] = sa.Table(
         "sfsync_duplicate", metadata,
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -131,6 +142,7 @@ def bookkeeping(metadata: sa.MetaData) -> dict[str, sa.Table]:
         sa.Column("window_end", UtcDateTime, primary_key=True),
         sa.Column("status", sa.Text, nullable=False),  # running, done
         sa.Column("copied", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("expected", sa.Integer),  # records the window holds, counted as it started
         sa.Column("resume_created", UtcDateTime), sa.Column("resume_id", sa.Text),
         sa.Column("started_at", UtcDateTime), sa.Column("finished_at", UtcDateTime))
     t["merge"] = sa.Table(

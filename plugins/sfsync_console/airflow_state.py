@@ -1,0 +1,155 @@
+"""What the console reads from and asks of Airflow itself, in the api-server's process: the sync
+DAGs' runs and task instances (the running step, the failing task's log, the next cycle) and the
+actions (trigger Sync now, backfill the initial copy). Airflow's modules are imported inside the
+functions: every Airflow component imports the plugin, only the api-server serves it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import quote
+
+INCREMENTAL_DAG = "salesforce_incremental_sync"
+INITIAL_DAG = "salesforce_initial_sync"
+SYNC_NOW_DAG = "salesforce_sync_now"
+SYNC_DAGS = (INCREMENTAL_DAG, INITIAL_DAG, SYNC_NOW_DAG)
+DONE_STATES = ("success", "skipped", "failed", "upstream_failed", "removed")
+
+
+def task_log_url(dag_id: str, run_id: str, task_id: str, map_index: int = -1,
+                 try_number: int | None = None) -> str:
+    """The Airflow UI's page of one task instance (it opens on the log)."""
+    url = f"/dags/{quote(dag_id)}/runs/{quote(run_id)}/tasks/{quote(task_id)}"
+    if map_index >= 0:
+        url += f"/mapped/{map_index}"
+    return url + (f"?try_number={try_number}" if try_number else "")
+
+
+def run_url(dag_id: str, run_id: str) -> str:
+    return f"/dags/{quote(dag_id)}/runs/{quote(run_id)}"
+
+
+@dataclass
+class RunningRun:
+    dag_id: str
+    run_id: str
+    started_at: datetime | None
+    done: int  # task instances finished
+    total: int
+    steps: list[str]  # the task instances running now ("copy[Lead]")
+
+    @property
+    def url(self) -> str:
+        return run_url(self.dag_id, self.run_id)
+
+
+def _step(ti) -> str:
+    label = ti.rendered_map_index or (str(ti.map_index) if ti.map_index >= 0 else "")
+    return f"{ti.task_id}[{label}]" if label else ti.task_id
+
+
+def running_runs() -> list[RunningRun]:
+    """The sync DAGs' runs in progress, with their running steps and progress."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    out = []
+    with create_session() as session:
+        runs = session.scalars(select(DagRun).where(
+            DagRun.dag_id.in_(SYNC_DAGS), DagRun.state == "running")
+            .order_by(DagRun.start_date)).all()
+        for run in runs:
+            tis = session.scalars(select(TaskInstance).where(
+                TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id)).all()
+            out.append(RunningRun(
+                run.dag_id, run.run_id, run.start_date,
+                sum(1 for ti in tis if ti.state in DONE_STATES), len(tis),
+                sorted(_step(ti) for ti in tis if ti.state in ("running", "up_for_retry",
+                                                                "queued"))))
+    return out
+
+
+def failed_task_url(run_key: str | None) -> str | None:
+    """The log of the task that failed the sync run ``run_key`` ("dag_id:run_id")."""
+    if not run_key or ":" not in run_key:
+        return None
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    dag_id, run_id = run_key.split(":", 1)
+    with create_session() as session:
+        ti = session.scalars(select(TaskInstance).where(
+            TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id,
+            TaskInstance.state == "failed").order_by(TaskInstance.end_date).limit(1)).first()
+        if ti is None:
+            return run_url(dag_id, run_id)
+        return task_log_url(dag_id, run_id, ti.task_id, ti.map_index, ti.try_number)
+
+
+def next_cycle() -> tuple[datetime | None, bool | None]:
+    """When the scheduler creates the next incremental run, and whether the DAG is paused."""
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        dag = session.get(DagModel, INCREMENTAL_DAG)
+        if dag is None:
+            return None, None
+        return dag.next_dagrun_create_after, dag.is_paused
+
+
+def dag_run(dag_id: str, run_id: str) -> dict | None:
+    """One run's state and note (a sync-now run's outcome as Airflow has it)."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        run = session.scalars(select(DagRun).where(DagRun.dag_id == dag_id,
+                                                   DagRun.run_id == run_id)).first()
+        if run is None:
+            return None
+        return {"state": str(run.state), "note": run.note, "url": run_url(dag_id, run_id),
+                "failed_log": failed_task_url(f"{dag_id}:{run_id}")
+                if str(run.state) == "failed" else None}
+
+
+def is_paused(dag_id: str) -> bool | None:
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        dag = session.get(DagModel, dag_id)
+        return None if dag is None else bool(dag.is_paused)
+
+
+def trigger_sync_now(person_id: int, user_name: str) -> str:
+    """Trigger ``salesforce_sync_now`` for one person, as the UI's Trigger button would; returns
+    the run id."""
+    from airflow.api.common.trigger_dag import trigger_dag
+    from airflow.utils.session import create_session
+    from airflow.utils.types import DagRunTriggeredByType
+
+    with create_session() as session:
+        run = trigger_dag(SYNC_NOW_DAG, triggered_by=DagRunTriggeredByType.UI,
+                          triggering_user_name=user_name,
+                          conf={"person_ids": [person_id], "emails": []},
+                          note=f"Sync now from the console for person {person_id}",
+                          session=session)
+        return run.run_id
+
+
+def backfill_initial_copy(from_date: datetime, to_date: datetime, user_name: str) -> int:
+    """A backfill of the initial copy: one run per month from ``from_date`` to ``to_date``
+    (logical dates, inclusive) that has no run yet (Airflow's *Missing Runs*); returns the
+    backfill's id."""
+    from airflow.models.backfill import ReprocessBehavior, _create_backfill
+
+    backfill = _create_backfill(dag_id=INITIAL_DAG, from_date=from_date, to_date=to_date,
+                                max_active_runs=2, reverse=False, dag_run_conf=None,
+                                triggering_user_name=user_name,
+                                reprocess_behavior=ReprocessBehavior.NONE)
+    return backfill.id
