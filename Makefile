@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help venv test demo emulator airflow lint bench-emulator bench-pull bench-push clean distclean
+.PHONY: help venv test demo emulator airflow lint bench-emulator bench-pull bench-push bench-console clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ bench-pull: venv ## benchmark the pull sync: initial copy + incremental cycles, 
 
 bench-push: venv ## benchmark the push sync: 10,000 person updates, 1,000 new people (scripts/bench_push.py; BENCH_ARGS="--backends sqlite,postgres")
 	$(PY) scripts/bench_push.py $(BENCH_ARGS)
+
+bench-console: venv ## benchmark the console's pages on 1,000,000 people, 100,000 errors, 30 days of runs, SQLite and PostgreSQL (scripts/bench_console.py; BENCH_ARGS="--people 50000 --keep")
+	PYTHONPATH=$(CURDIR):$(CURDIR)/plugins $(PY) scripts/bench_console.py $(BENCH_ARGS)
 
 clean: ## remove caches and test/demo state (keeps .venv, .airflow, .emulator, .data)
 	rm -rf .airflow-test .airflow-demo .emulator-demo .pytest_cache .ruff_cache

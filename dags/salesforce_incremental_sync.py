@@ -27,6 +27,9 @@ into the marketing database (`marketing_db`): users, accounts, people (leads and
   lead only when nothing matches), then updates, campaigns, members, activities as Tasks.
   Conflicts follow `conflicts` (leads: marketing wins; contacts: Salesforce wins) and land in
   `sfsync_conflict`; rejected records in `sfsync_error`, quarantined after repeated failures.
+  In a cycle whose changes Salesforce rejected, the last task, `rejections`, ends *skipped*:
+  its log lists them and says why (Airflow 3.3 lets no task set its run's note); the run
+  itself succeeds.
   Nothing to push: **0 API calls**.
 * **Status:** `sfsync_run` (running / success / failed), `sfsync_count` (New / Updated / Deleted /
   Skipped / Failed per object), `sfsync_error`, `sfsync_duplicate`.
@@ -46,7 +49,7 @@ from sfsync_operators import (
     SalesforcePushOperator,
 )
 
-from include.sfsync.airflow_glue import default_args, mark_run_failed
+from include.sfsync.airflow_glue import announce_retry, default_args, mark_run_failed
 from include.sfsync.objects import standard_groups
 from include.sfsync.steps import UPDATE_STEPS
 
@@ -56,6 +59,7 @@ GROUPS = standard_groups()
 
 
 @task(pool="salesforce_api")
+@announce_retry
 def prepare() -> dict:
     """Org lock, describe (schema drift), schema, change probe; plans every object."""
     from include.sfsync.airflow_glue import fail_fast, run_key_of
@@ -66,6 +70,7 @@ def prepare() -> dict:
 
 
 @task(pool="salesforce_api", map_index_template="{{ task.op_kwargs['sf_object'] }}")
+@announce_retry
 def extract(sf_object: str) -> dict:
     """Stage the changes the probe could not fetch (more pages, a Bulk job); no-op when idle."""
     from include.sfsync.airflow_glue import run_key_of
@@ -75,6 +80,7 @@ def extract(sf_object: str) -> dict:
 
 
 @task(map_index_template="{{ task.op_kwargs['sf_object'] }}")
+@announce_retry
 def load(sf_object: str) -> dict:
     """Load the filtered staging, advancing the object's cursor in the same transaction."""
     from include.sfsync.airflow_glue import run_key_of
@@ -84,12 +90,14 @@ def load(sf_object: str) -> dict:
 
 
 @task
+@announce_retry
 def enabled_custom_objects(plan: dict) -> list[str]:
     """The custom objects the configuration enables (mapped below, one task each)."""
     return plan["custom_objects"]
 
 
 @task(pool="salesforce_api", trigger_rule="none_failed")
+@announce_retry
 def maintain() -> dict:
     """When due: re-copy newly mapped fields, refresh opted-in formulas, reconcile id sets."""
     from include.sfsync.airflow_glue import run_key_of
@@ -99,12 +107,23 @@ def maintain() -> dict:
 
 
 @task(trigger_rule="none_failed")
+@announce_retry
 def finish() -> dict:
     """Link people that arrived after their rows, record the run, clean the staging."""
     from include.sfsync.airflow_glue import run_key_of
     from include.sfsync.pipeline import finish as finish_run
 
     return finish_run(run_key_of(get_current_context()))
+
+
+@task(trigger_rule="all_done")
+@announce_retry
+def rejections() -> None:
+    """Skipped when Salesforce rejected changes of this run: its log lists each one and says
+    why (the run still succeeds: it synced; the changes wait in the outbox)."""
+    from include.sfsync.airflow_glue import report_rejections, run_key_of
+
+    report_rejections(run_key_of(get_current_context()))
 
 
 def _object_steps(sf_object: str):
@@ -169,7 +188,7 @@ def salesforce_incremental_sync():
                 for step in UPDATE_STEPS])
 
     pushed = push()
-    last_custom >> pushed >> maintain() >> finish()
+    last_custom >> pushed >> maintain() >> finish() >> rejections()
 
 
 salesforce_incremental_sync()

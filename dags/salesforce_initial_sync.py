@@ -31,12 +31,13 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 
-from include.sfsync.airflow_glue import default_args, mark_run_failed
+from include.sfsync.airflow_glue import announce_retry, default_args, mark_run_failed
 from include.sfsync.errors import InputError
 from include.sfsync.objects import ALL_OBJECTS, STANDARD_OBJECTS
 
 
 @task(pool="salesforce_api")
+@announce_retry
 def plan(params: dict | None = None) -> list[dict]:
     """Resolve the window (data interval for scheduled and backfill runs, Params otherwise), lock
     the org, evolve the schema."""
@@ -77,6 +78,7 @@ def _when(value, name: str):
 
 
 @task(pool="salesforce_api", map_index_template="{{ task.op_kwargs['sf_object'] }}")
+@announce_retry
 def copy(sf_object: str, created_from: str | None, created_to: str | None) -> dict:
     """Copy one object's records created in the window; resumable, Bulk above the threshold."""
     from include.sfsync.airflow_glue import run_key_of
@@ -87,6 +89,7 @@ def copy(sf_object: str, created_from: str | None, created_to: str | None) -> di
 
 
 @task
+@announce_retry
 def finish(copies: list[dict]) -> dict:
     """Link people, start incremental cursors where history is complete, close the run."""
     from include.sfsync.airflow_glue import run_key_of

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import dag, task
 
-from include.sfsync.airflow_glue import default_args
+from include.sfsync.airflow_glue import announce_retry, default_args
 from include.sfsync.org_summary import SUMMARY_OBJECTS, format_summary, summarize
 
 log = logging.getLogger("airflow.task")
@@ -37,11 +37,13 @@ log = logging.getLogger("airflow.task")
     max_active_runs=1,
     tags=["sfsync", "salesforce"],
     doc_md=__doc__,
+    # the task logs its own table (Object | Records, API usage)
     default_args=default_args(retries=2, retry_delay=timedelta(seconds=30),
-                              max_retry_delay=timedelta(minutes=5)),
+                              max_retry_delay=timedelta(minutes=5), result_table=False),
 )
 def salesforce_org_summary():
     @task(pool="salesforce_api")
+    @announce_retry
     def summarize_org() -> dict:
         """Count records per object and read API usage; log a table and return the counts."""
         # Imported here, not at the top: simple-salesforce is too heavy for parse time. (For the same

@@ -33,10 +33,11 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from include.sfsync.airflow_glue import default_args, mark_run_failed
+from include.sfsync.airflow_glue import announce_retry, default_args, mark_run_failed
 
 
 @task(pool="salesforce_push")
+@announce_retry
 def sync_people() -> dict:
     """Push the requested people (and their memberships) and read them back."""
     from include.sfsync.airflow_glue import fail_fast, run_key_of

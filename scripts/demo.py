@@ -271,8 +271,8 @@ def run_demo(info: dict) -> None:
           f"{migrated}, DAGs parsed from dags/ ({time.monotonic() - started:.1f} s); their "
           f"logs go to {TASK_LOG.relative_to(ROOT)}", flush=True)
 
-    from include.sfsync.admin import counts_table
     from include.sfsync.org_summary import format_summary
+    from include.sfsync.report import counts_table
 
     run = dags.run("salesforce_org_summary")
     print()

@@ -5,6 +5,7 @@ recorded."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from itertools import pairwise
@@ -46,6 +47,7 @@ class SyncState:
     last_synced_at: datetime | None = None  # the latest successful run's end
     last_synced_run: str | None = None
     api_calls: int | None = None  # the latest run's
+    rejected: int = 0  # changes Salesforce rejected in the latest run
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # object -> New, Updated...
     backlog: dict[tuple[str, str], int] = field(default_factory=dict)  # (table, state) -> rows
 
@@ -63,6 +65,7 @@ class SyncState:
 def sync_state(engine: Engine) -> SyncState:
     books = ensure_bookkeeping(engine)
     run_t, count_t, lock_t = books["run"], books["count"], books["org_lock"]
+    error_t = books["error"]
     state = SyncState()
     with reader(engine).connect() as conn:  # read-only: never waits for a running sync
         lock = conn.execute(sa.select(lock_t)).first()
@@ -70,6 +73,8 @@ def sync_state(engine: Engine) -> SyncState:
         done = conn.execute(sa.select(run_t).where(run_t.c.status == "success")
                             .order_by(run_t.c.ended_at.desc()).limit(1)).first()
         if last is not None:
+            state.rejected = conn.execute(sa.select(sa.func.count()).where(
+                error_t.c.run_key == last.run_key)).scalar()
             state.counts = {
                 r.sf_object + ("" if r.operation == "pull" else f" ({r.operation})"):
                     {k: getattr(r, k) for k in COUNT_KEYS}
@@ -91,31 +96,33 @@ def sync_state(engine: Engine) -> SyncState:
     return state
 
 
-def error_rows(engine: Engine, *, limit: int | None = None) -> list[dict]:
-    """Record-level errors, newest first."""
+def error_export(engine: Engine, batch: int = 5000) -> Iterator[list[tuple]]:
+    """Every record error (``ERROR_COLUMNS``), newest first, in batches: the CSV export
+    streams them (a server-side cursor on PostgreSQL) rather than build 100,000 dicts."""
     error_t = ensure_bookkeeping(engine)["error"]
-    query = sa.select(*[error_t.c[c] for c in ERROR_COLUMNS], error_t.c.id).order_by(
-        error_t.c.created_at.desc(), error_t.c.id.desc())
-    if limit is not None:
-        query = query.limit(limit)
     with reader(engine).connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(query)]
+        result = conn.execution_options(stream_results=True, yield_per=batch).execute(
+            sa.select(*[error_t.c[c] for c in ERROR_COLUMNS])
+            .order_by(error_t.c.created_at.desc(), error_t.c.id.desc()))
+        for rows in result.partitions():
+            yield [tuple(r) for r in rows]
 
 
 REJECTED_COLUMNS = ("table_name", "row_id", "sfdc_id", "status", "attempts", "last_error",
                     "changed_at")
 
 
-def rejected_changes(engine: Engine) -> list[dict]:
+def rejected_changes(engine: Engine, *, limit: int | None = None) -> list[dict]:
     """Local changes Salesforce refused (``failed``: tried again when the row changes;
-    ``quarantined``: left alone until released), oldest first."""
+    ``quarantined``: left alone until released), oldest first (the first ``limit``)."""
     with reader(engine).connect() as conn:
         if not sa.inspect(conn).has_table(outbox_t.name):
             return []
         rows = [dict(r._mapping) for r in conn.execute(
             sa.select(*[outbox_t.c[c] for c in REJECTED_COLUMNS])
             .where(outbox_t.c.status != PENDING)
-            .order_by(outbox_t.c.changed_at, outbox_t.c.table_name, outbox_t.c.row_id))]
+            .order_by(outbox_t.c.changed_at, outbox_t.c.table_name, outbox_t.c.row_id)
+            .limit(limit))]
         for name in {r["table_name"] for r in rows}:  # the rows' Salesforce ids (not deleted)
             table = sa.table(name, sa.column("id"), sa.column("sfdc_id"))
             ids = dict(conn.execute(sa.select(table.c.id, table.c.sfdc_id).where(
@@ -333,7 +340,7 @@ ISSUE_COLUMNS = ("sf_object", "sfdc_id", "email", "field", "error_code", "messag
 
 
 def error_issues(engine: Engine, *, sf_object: str = "", code: str = "", q: str = "",
-                 limit: int = 500) -> list[dict]:
+                 sfdc_ids: list[str] | None = None, limit: int = 500) -> list[dict]:
     """Record errors, one row per record, field and code: Salesforce's latest message, first
     and last seen, attempts, the person's e-mail and whether the change still waits
     (``failed``/``quarantined``) or no longer does (``cleared``). Newest first."""
@@ -346,6 +353,8 @@ def error_issues(engine: Engine, *, sf_object: str = "", code: str = "", q: str 
     if q:
         where.append(sa.or_(error_t.c.sfdc_id == q, error_t.c.message.contains(q),
                             error_t.c.record.contains(q)))
+    if sfdc_ids is not None:
+        where.append(error_t.c.sfdc_id.in_(sfdc_ids))
     key = (error_t.c.sf_object, error_t.c.sfdc_id, error_t.c.field, error_t.c.error_code)
     grouped = (sa.select(*key, sa.func.min(error_t.c.created_at).label("first_seen"),
                          sa.func.max(error_t.c.created_at).label("last_seen"),
@@ -402,13 +411,19 @@ PERSON_FIELDS = ("id", "email", "first_name", "last_name", "company", "sfdc_type
                  "sfdc_system_modstamp", "sfsync_updated_at")
 
 
+def _stored_table(conn, name: str) -> sa.TableClause:
+    """A synced table with the columns it has in the database (they vary with the org)."""
+    return sa.table(name, *[sa.column(c["name"], c["type"])
+                            for c in sa.inspect(conn).get_columns(name)])
+
+
 def find_people(engine: Engine, q: str, *, limit: int = 20) -> list[dict]:
     """People by e-mail (exact, then case-insensitive), marketing id or Salesforce id."""
     q = q.strip()
     with reader(engine).connect() as conn:
         if not q or not sa.inspect(conn).has_table("person"):
             return []
-        person = sa.Table("person", sa.MetaData(), autoload_with=conn)
+        person = _stored_table(conn, "person")
         columns = [person.c[c] for c in PERSON_FIELDS if c in person.c]
         tries = [person.c.email == q, person.c.sfdc_lead_id == q, person.c.sfdc_contact_id == q]
         if q.isdigit():
@@ -434,19 +449,26 @@ def person_details(engine: Engine, person: dict) -> dict:
                       outbox_t.c.last_error, outbox_t.c.changed_at)
             .where(outbox_t.c.table_name == "person", outbox_t.c.row_id == person["id"]))] \
             if outbox_t.name in names else []
+        change_t = BOOKS["change"]
+        if change_t.name in names:  # captured, not folded into the outbox yet
+            pending += [{"status": PENDING, "op": r.op, "columns": r.columns, "attempts": 0,
+                         "last_error": None, "changed_at": r.changed_at}
+                        for r in conn.execute(sa.select(change_t).where(
+                            change_t.c.table_name == "person",
+                            change_t.c.row_id == person["id"],
+                            change_t.c.processed_at.is_(None)).order_by(change_t.c.id))]
         memberships = []
         if "campaign_member" in names:
-            member = sa.Table("campaign_member", sa.MetaData(), autoload_with=conn)
+            member = _stored_table(conn, "campaign_member")
             query = sa.select(member).where(member.c.person_id == person["id"])
             if "campaign" in names and "sfdc_campaign_id" in member.c:
-                campaign = sa.Table("campaign", sa.MetaData(), autoload_with=conn)
+                campaign = _stored_table(conn, "campaign")
                 if "name" in campaign.c:
                     query = sa.select(member, campaign.c.name.label("campaign_name")).outerjoin(
                         campaign, campaign.c.sfdc_id == member.c.sfdc_campaign_id).where(
                         member.c.person_id == person["id"])
             memberships = [dict(r._mapping) for r in conn.execute(query.limit(200))]
-    errors = [e for i in sorted(ids) for e in error_issues(engine, q=i, limit=50)
-              if e["sfdc_id"] == i]
+    errors = error_issues(engine, sfdc_ids=sorted(ids), limit=100) if ids else []
     return {"pending": pending, "errors": errors,
             "conflicts": conflict_rows(engine, row_id=person["id"], limit=50),
             "memberships": memberships}

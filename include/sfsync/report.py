@@ -15,9 +15,9 @@ from include.sfsync.store.ledger import COUNT_KEYS
 
 # The columns a task's result may carry, in display order (count columns in the ledger's order).
 COLUMNS = {"mode": "Mode", "rows": "Rows", "kept": "Kept", "copied": "Copied",
-           **{k: k.capitalize() for k in COUNT_KEYS},
            "pushed": "Pushed", "suppressed": "Suppressed", "ignored": "Ignored",
-           "waiting": "Waiting", "api_calls": "API calls",
+           **{k: k.capitalize() for k in COUNT_KEYS}, "waiting": "Waiting",
+           "api_calls": "API calls",
            # per-object mappings of a result, as columns
            "objects": "Plan", "cursor_started": "Cursor started",
            "recopied": "Fields re-copied", "formulas": "Formulas refreshed",
@@ -45,8 +45,7 @@ def counts_table(counts: dict[str, dict[str, int]], *, title: str | None = None,
 
 
 def result_table(result, *, label: str | None = None) -> str | None:
-    """A sync task's return value as a small table, or None when it holds nothing to count (a
-    list, a plain value).
+    """A sync task's return value as a small table; None for nothing (None, a plain value).
 
     Rows come from, in this order: ``counts`` ({object: {new, updated, ...}}: finish, the push
     steps, the initial copy), sync now's ``push`` ({step: {counts: ...}}, rows "Lead (push)"),
@@ -54,12 +53,20 @@ def result_table(result, *, label: str | None = None) -> str | None:
     ``recopied`` ...), which become columns. A result without any of these is one object's own
     row (extract, filter, load, copy, activities): named by its ``object``, else ``label`` (the
     task's ``sf_object``), else its ``step``. Whole-run values (API calls, still queued, ...)
-    follow the table, one line each.
+    follow the table, one line each. A list of mappings (the initial copy's plan) is a row
+    each; a list of names is one line.
     """
+    if isinstance(result, (list, tuple)):
+        if result and all(isinstance(item, Mapping) for item in result):
+            rows = {str(item.get("sf_object") or item.get("object") or i): {
+                k: v for k, v in item.items() if k not in ("sf_object", "object")}
+                for i, item in enumerate(result, 1)}
+            return _table(rows, _ordered({k for row in rows.values() for k in row}))
+        return "Returned: " + (", ".join(str(item) for item in result) or "nothing")
     if not isinstance(result, Mapping) or not result:
         return None
     rows: dict[str, dict] = {}
-    sources = False
+    sources, first = False, "Object"
     if isinstance(result.get("counts"), Mapping):
         sources = True
         for name, counts in result["counts"].items():
@@ -81,15 +88,18 @@ def result_table(result, *, label: str | None = None) -> str | None:
     if not sources:  # one object's own result
         row = {k: v for k, v in result.items()
                if _is_scalar(v) and k not in _NAMES and (k in COLUMNS or k not in FOOTER)}
-        rows[str(result.get("object") or label or result.get("step") or "")] = row
-        columns_in_rows = set(row)
+        name = result.get("object") or label or result.get("step")
+        if not name and row and not set(row) & set(COLUMNS):  # {name: count}, e.g. dedupe rules
+            rows, first = {key: {"count": value} for key, value in row.items()}, ""
+        else:
+            rows[str(name or "")] = row
+            columns_in_rows = set(row)
     columns = _ordered({k for row in rows.values() for k in row})
-    lines = [_table(rows, columns) if rows and columns else "Nothing to count."]
+    lines = [_table(rows, columns, first) if rows and columns else "Nothing to count."]
     for key, title in FOOTER.items():
         value = result.get(key)
-        if key in columns_in_rows or value is None or value is False or value == [] or (
-                key == "stopped" and not value):
-            continue
+        if key in columns_in_rows or value is None or value is False or value in ([], (), ""):
+            continue  # (0 is shown)
         if isinstance(value, (list, tuple)):
             value = ", ".join(str(v) for v in value)
         elif value is True:
@@ -120,15 +130,17 @@ def _numeric(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _table(rows: dict[str, dict], columns: list[str]) -> str:
+def _table(rows: dict[str, dict], columns: list[str], first: str = "Object") -> str:
     body = [[name] + [_cell(row.get(k)) for k in columns] for name, row in rows.items()]
-    numeric = [all(_numeric(row.get(k)) for row in rows.values() if row.get(k) is not None)
-               for k in columns]
+    numeric = []
+    for k in columns:
+        values = [row[k] for row in rows.values() if row.get(k) is not None]
+        numeric.append(bool(values) and all(_numeric(v) for v in values))
     if len(rows) > 1 and any(numeric):
         body += [SEPARATING_LINE, ["Total"] + [
             _cell(sum(row.get(k) or 0 for row in rows.values())) if is_numeric else ""
             for k, is_numeric in zip(columns, numeric, strict=True)]]
-    headers = ["Object" if any(rows) else ""] + [
+    headers = [first] + [
         COLUMNS.get(k, k.replace("_", " ").capitalize()) for k in columns]
     return tabulate(body, headers=headers, disable_numparse=True,
                     colalign=("left",) + tuple("right" if n else "left" for n in numeric))

@@ -17,7 +17,13 @@ from urllib.parse import urlencode
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.templating import Jinja2Templates
 
@@ -50,6 +56,7 @@ def _when(value) -> str:
 
 templates.env.filters.update(number=_number, duration=_duration, when=_when)
 _bearer = HTTPBearer(auto_error=False)
+REJECTED_SHOWN = 500  # rejected changes listed on the Errors page (Retry all covers the rest)
 _engines: dict = {}
 
 
@@ -240,7 +247,8 @@ def errors(request: Request, user: ReaderUser, tab: str = "records", sf_object: 
     elif tab == "duplicates":
         context["rows"] = console.duplicate_rows(engine)
     else:
-        context.update(rejected=console.rejected_changes(engine),
+        context.update(rejected=console.rejected_changes(engine, limit=REJECTED_SHOWN + 1),
+                       rejected_shown=REJECTED_SHOWN,
                        rejected_columns=console.REJECTED_COLUMNS,
                        issues=console.error_issues(engine, sf_object=sf_object, code=code, q=q),
                        issue_columns=console.ISSUE_COLUMNS, filters=console.error_filters(engine))
@@ -267,14 +275,27 @@ async def retry(request: Request, user: EditorUser):
             n += release(engine, table=table, row_id=int(row_id))
     else:
         n = release(engine)
-    return RedirectResponse(f"errors?released={n}", status_code=303)
+    return RedirectResponse(f"{PREFIX}/errors?released={n}", status_code=303)
 
 
 @app.get("/errors.csv")
 def errors_csv(user: ReaderUser):
-    from include.sfsync.console import ERROR_COLUMNS, error_rows
+    """Every record error, streamed: 100,000 rows never sit in memory at once."""
+    from include.sfsync.console import ERROR_COLUMNS, error_export
 
-    return _csv(error_rows(marketing_engine()), ERROR_COLUMNS, "sfsync-errors.csv")
+    def lines():
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(ERROR_COLUMNS)
+        for rows in error_export(marketing_engine()):
+            writer.writerows(rows)
+            yield out.getvalue()
+            out.seek(0)
+            out.truncate()
+        yield out.getvalue()
+
+    return StreamingResponse(lines(), media_type="text/csv; charset=utf-8", headers={
+        "Content-Disposition": 'attachment; filename="sfsync-errors.csv"'})
 
 
 @app.get("/people", response_class=HTMLResponse)
@@ -306,30 +327,46 @@ async def sync_person(request: Request, user: EditorUser):
     if not person_id.isdigit():
         raise HTTPException(400, f"person_id must be a number, not {person_id!r}")
     run_id = airflow_state.trigger_sync_now(int(person_id), user.get_name())
-    return RedirectResponse("people?" + urlencode({"q": person_id, "run": run_id}),
+    return RedirectResponse(f"{PREFIX}/people?" + urlencode({"q": person_id, "run": run_id}),
                             status_code=303)
 
 
 @app.get("/initial-copy", response_class=HTMLResponse)
-def initial_copy(request: Request, user: ReaderUser, backfill: int | None = None):
+def initial_copy(request: Request, user: ReaderUser, months: int = 12,
+                 backfill: int | None = None, refused: str = ""):
     from include.sfsync.console import copy_coverage
 
-    return _page(request, "initial_copy.html", coverage=copy_coverage(marketing_engine()),
-                 can_backfill=may(user, "POST"), backfill=backfill, user=user.get_name())
+    months = max(1, min(months, 240))
+    return _page(request, "initial_copy.html",
+                 coverage=copy_coverage(marketing_engine(), months=months), months=months,
+                 can_backfill=may(user, "POST"), backfill=backfill, refused=refused,
+                 user=user.get_name())
 
 
 @app.post("/initial-copy/backfill")
-def backfill_missing(user: EditorUser):
-    """Backfill the initial copy over the months it is missing (one run per month)."""
+async def backfill_missing(request: Request, user: EditorUser):
+    """Backfill the initial copy over the months the page shows missing (one run per month)."""
+    from airflow.exceptions import AirflowException
+    from airflow.models.backfill import NoBackfillRunsToCreate
+
     from include.sfsync.console import copy_coverage
     from sfsync_console import airflow_state
 
-    coverage = copy_coverage(marketing_engine())
+    form = await request.form()
+    months = str(form.get("months", "12"))
+    if not months.isdigit():
+        raise HTTPException(400, f"months must be a number, not {months!r}")
+    page = f"{PREFIX}/initial-copy?months={months}"
+    coverage = copy_coverage(marketing_engine(), months=int(months))
     if coverage.missing_from is None:
-        return RedirectResponse("initial-copy", status_code=303)
-    backfill_id = airflow_state.backfill_initial_copy(coverage.missing_from,
-                                                      coverage.missing_until, user.get_name())
-    return RedirectResponse(f"initial-copy?backfill={backfill_id}", status_code=303)
+        return RedirectResponse(page, status_code=303)
+    try:
+        backfill_id = airflow_state.backfill_initial_copy(
+            coverage.missing_from, coverage.missing_until, user.get_name())
+    except (AirflowException, NoBackfillRunsToCreate) as exc:  # one running already, ...
+        return RedirectResponse(page + "&" + urlencode({"refused": f"{type(exc).__name__}: "
+                                                                  f"{exc}"}), status_code=303)
+    return RedirectResponse(f"{page}&backfill={backfill_id}", status_code=303)
 
 
 @app.get("/dictionary", response_class=HTMLResponse)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import Context
 
+from include.sfsync.airflow_glue import announce_retry
 from sfsync_operators.base import SyncRunOperator
 
 
@@ -15,6 +16,7 @@ class DedupeCheckOperator(SyncRunOperator):
 
     ui_color = "#fdf1e6"
 
+    @announce_retry
     def execute(self, context: Context) -> dict:
         from include.sfsync.pipeline import dedupe_people
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from airflow.sdk import Context
 
+from include.sfsync.airflow_glue import announce_retry
 from sfsync_operators.base import SyncRunOperator
 
 
@@ -27,10 +28,8 @@ class FieldFilterOperator(SyncRunOperator):
         super().__init__(**kwargs)
         self.sf_object = sf_object
 
+    @announce_retry
     def execute(self, context: Context) -> dict:
         from include.sfsync.pipeline import filter_object
 
-        result = filter_object(self.run_key, self.sf_object)
-        self.log.info("%s: %d records kept, %d skipped by sync filters", self.sf_object,
-                      result["kept"], result["skipped"])
-        return result
+        return filter_object(self.run_key, self.sf_object)  # Object | Kept | Skipped

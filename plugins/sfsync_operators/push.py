@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import Context
 
+from include.sfsync.airflow_glue import announce_retry
 from include.sfsync.steps import CREATE_PEOPLE, UPDATE_STEPS
 from sfsync_operators.base import SyncRunOperator
 
@@ -28,12 +29,11 @@ class SalesforcePushOperator(SyncRunOperator):
             raise ValueError(f"step {step!r}: expected one of {', '.join(self.STEPS)}")
         self.step = step
 
+    @announce_retry
     def execute(self, context: Context) -> dict:
         from include.sfsync.pipeline import push
 
-        result = push(self.run_key, self.step)
-        self.log.info("push %s: %s", self.step, result)
-        return result
+        return push(self.run_key, self.step)  # logged as a table (airflow_glue.default_args)
 
 
 class DedupeOnWriteOperator(SyncRunOperator):
@@ -46,9 +46,8 @@ class DedupeOnWriteOperator(SyncRunOperator):
 
     ui_color = "#fdf1e6"
 
+    @announce_retry
     def execute(self, context: Context) -> dict:
         from include.sfsync.pipeline import push
 
-        result = push(self.run_key, CREATE_PEOPLE)
-        self.log.info("dedupe on write: %s", result)
-        return result
+        return push(self.run_key, CREATE_PEOPLE)  # logged as a table

@@ -59,6 +59,20 @@ def test_dag_policy(dagbag):
     assert problems == []
 
 
+def test_every_task_announces_its_retries(dagbag):
+    # airflow_glue.announce_retry on each task's function (or its operator's execute): a retry
+    # then logs "retry 1 of 3 in 27 s: <cause>" before the stack trace
+    def announces(task) -> bool:
+        function = getattr(task, "python_callable", None) or (
+            getattr(task, "partial_kwargs", None) or {}).get("python_callable")
+        execute = getattr(getattr(task, "operator_class", type(task)), "execute", None)
+        return any(getattr(f, "announces_retry", False) for f in (function, execute))
+
+    silent = [(dag_id, task.task_id) for dag_id, dag in sorted(dagbag.dags.items())
+              for task in dag.tasks if not announces(task)]
+    assert silent == [], f"tasks without @announce_retry: {silent}"
+
+
 def test_pools_declared_in_airflow_settings(dagbag, declared_pools):
     # A task whose pool does not exist stays "scheduled" forever, and dag.test() ignores pools.
     undeclared = [(dag_id, task.task_id, task.pool) for dag_id, dag in sorted(dagbag.dags.items())

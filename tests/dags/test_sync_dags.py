@@ -2,47 +2,15 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import requests
 import sqlalchemy as sa
-import yaml
 
 from include.salesforce_emulator.demo import demo_sync_settings
-from include.salesforce_emulator.server import EmulatorServer
 from include.sfsync.objects import object_names
+from tests.dags.helpers import load_dag as _dag
 
 pytestmark = pytest.mark.integration
-DAGS = Path(__file__).resolve().parents[2] / "dags"
-
-
-@pytest.fixture
-def sync_env(tmp_path, monkeypatch):
-    server = EmulatorServer(tmp_path / "org", port=0, seed="demo")
-    info = server.start()
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", info["ca_bundle"])
-    monkeypatch.setenv("AIRFLOW_CONN_SALESFORCE_DEFAULT", json.dumps({
-        "conn_type": "salesforce", "login": info["username"], "password": info["password"],
-        "extra": {"security_token": info["security_token"], "domain": info["login_domain"],
-                  "version": "59.0"}}))
-    database = tmp_path / "marketing.db"
-    monkeypatch.setenv("AIRFLOW_CONN_MARKETING_DB",
-                       json.dumps({"conn_type": "sqlite", "host": str(database)}))
-    config = tmp_path / "sfsync.yaml"
-    config.write_text(yaml.safe_dump({**demo_sync_settings(), "bulk_poll_seconds": 0}))
-    monkeypatch.setenv("SFSYNC_CONFIG", str(config))
-    yield info, sa.create_engine(f"sqlite:///{database}")
-    server.stop()
-
-
-def _dag(name: str):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(DAGS / f"{name}.py"))
-    assert not bag.import_errors, bag.import_errors
-    return bag.get_dag(name)
 
 
 def _api_calls(info) -> int:

@@ -13,7 +13,8 @@ both changes are visible there.
 Proves the issue's requirement: the change reaches Salesforce within 10 seconds of the trigger
 with the real scheduler (the measured latency is printed: run with ``pytest -s``), the run
 succeeds, the new person now carries its new lead's id, and the task's result (its XCom) lists
-both people as synced and the unknown e-mail as not found.
+both people as synced and the unknown e-mail as not found; the task's log ends with that result
+as a table.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import yaml
 
 from include.salesforce_emulator.demo import demo_sync_settings
 from include.salesforce_emulator.process import start_emulator
+from include.sfsync.report import result_table
 from tests.airflow_stack import ROOT, AirflowStack
 
 pytestmark = pytest.mark.integration
@@ -178,6 +180,10 @@ def test_sync_now_reaches_salesforce_within_ten_seconds(tmp_path, emulator, airf
     assert result["push"]["create_people"]["counts"]["Lead"]["new"] == 1
     assert result["push"]["people"]["counts"]["Lead"]["updated"] == 1
     assert result["reloaded"] >= 2
+    # the real worker's log ends with that result as a table, not "Returned value was: {...}"
+    done = events.index("::group::Post Execute")
+    assert events[done - 1] == "Result:\n" + result_table(result), events[done - 3:done]
+    assert not [e for e in events if "Returned value was" in e]
 
     # Salesforce holds the new lead with the marketing values; the marketing rows carry its ids.
     assert (new_lead["LastName"], new_lead["Company"]) == ("Nowell", "Sync Now Ltd")

@@ -92,6 +92,9 @@ def test_every_page_shows_what_the_tables_hold(org, synced, marketing_db, client
     assert console.find_people(engine, lead["sfdc_lead_id"])[0]["id"] == lead["id"]
     details = console.person_details(engine, found)
     assert [p["status"] for p in details["pending"]] == ["failed"]
+    marketing_db.execute("UPDATE person SET title = 'Captured' WHERE id = :i", i=lead["id"])
+    assert [(p["status"], p["columns"]) for p in console.person_details(engine, found)[
+        "pending"]] == [("failed", '["state"]'), ("pending", "title")]
     assert [e["error_code"] for e in details["errors"]] == [issue["error_code"]]
     # Initial copy: `admin start` copied every object's whole history: nothing missing.
     coverage = console.copy_coverage(engine)
@@ -110,6 +113,7 @@ def test_every_page_shows_what_the_tables_hold(org, synced, marketing_db, client
         pages[path] = answer.text
     assert f"{usage['used']:,} of {usage['max']:,} daily requests" in pages["/"]
     assert pages["/"].count("<svg") == 2
+    assert "Salesforce rejected 1 change(s) in the latest run" in pages["/"]
     lead_row = re.search(r"<tr><td>Lead</td><td>person</td><td class=\"n\">([\d,]+)</td>",
                          pages["/objects"])
     assert lead_row and lead_row.group(1) == f"{rows['Lead']['records']:,}"
@@ -122,7 +126,7 @@ def test_every_page_shows_what_the_tables_hold(org, synced, marketing_db, client
     # Retry a selection: the failed change is pending again.
     answer = client.post("/retry", data={"row": [f"person:{lead['id']}"]},
                          follow_redirects=False)
-    assert answer.status_code == 303 and answer.headers["location"] == "errors?released=1"
+    assert answer.status_code == 303 and answer.headers["location"] == "/sfsync/errors?released=1"
     assert marketing_db.scalar("SELECT status FROM sfsync_outbox WHERE row_id = :i",
                                i=lead["id"]) == "pending"
     assert client.post("/retry", data={"row": ["person:x"]}).status_code == 400

@@ -83,6 +83,8 @@ def build_tables(catalog: Catalog) -> dict[str, sa.Table]:
                     "sfdc_contact_id", "sfdc_lead_id"):
             if ref in table.c and not (table.c[ref].index or table.c[ref].unique):
                 sa.Index(f"ix_{table.name}_{ref}", table.c[ref])
+    if "person" in tables:  # finding a person by e-mail whatever its capitals (the console)
+        sa.Index("ix_person_email_lower", sa.func.lower(tables["person"].c.email))
     return tables
 
 
@@ -116,7 +118,8 @@ def ensure_schema(engine: Engine, catalog: Catalog) -> dict[str, sa.Table]:
                 if name not in table.c:  # a field that stopped syncing keeps its column
                     table.append_column(sa.Column(name, info["type"]))
             for index in table.indexes:  # also on tables created before the index existed
-                index.create(conn, checkfirst=True)
+                # IF NOT EXISTS: the dialects' index lookup misses expression indexes
+                conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
         _record_fields(conn, books["field"], catalog)
     install_triggers(engine, [tables[name] for name in catalog.two_way_tables()])
     return tables

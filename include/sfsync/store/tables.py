@@ -87,7 +87,11 @@ def bookkeeping(metadata: sa.MetaData) -> dict[str, sa.Table]:
         sa.Column("message", sa.Text), sa.Column("record", sa.Text),
         sa.Column("created_at", UtcDateTime),
         sa.Index("ix_sfsync_error_record", "sfdc_id"),
-        sa.Index("ix_sfsync_error_run", "run_key"))
+        sa.Index("ix_sfsync_error_run", "run_key"),
+        sa.Index("ix_sfsync_error_code", "error_code"),
+        # the console's grouping (record, field, code) read from the index alone
+        sa.Index("ix_sfsync_error_issue", "sf_object", "sfdc_id", "field", "error_code",
+                 "created_at", "id"))
     t["org_lock"] = sa.Table(
         "sfsync_org_lock", metadata,
         sa.Column("id", sa.Integer, primary_key=True),
