@@ -71,8 +71,26 @@ def running_runs() -> list[RunningRun]:
     return out
 
 
-def failed_task_url(run_key: str | None) -> str | None:
-    """The log of the task that failed the sync run ``run_key`` ("dag_id:run_id")."""
+@dataclass
+class FailedTask:
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    try_number: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.task_id}[{self.map_index}]" if self.map_index >= 0 else self.task_id
+
+    @property
+    def airflow_url(self) -> str:
+        return task_log_url(self.dag_id, self.run_id, self.task_id, self.map_index,
+                            self.try_number)
+
+
+def failed_task(run_key: str | None) -> FailedTask | None:
+    """The task that failed the sync run ``run_key`` ("dag_id:run_id"), its last try."""
     if not run_key or ":" not in run_key:
         return None
     from airflow.models.taskinstance import TaskInstance
@@ -85,8 +103,40 @@ def failed_task_url(run_key: str | None) -> str | None:
             TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id,
             TaskInstance.state == "failed").order_by(TaskInstance.end_date).limit(1)).first()
         if ti is None:
-            return run_url(dag_id, run_id)
-        return task_log_url(dag_id, run_id, ti.task_id, ti.map_index, ti.try_number)
+            return None
+        return FailedTask(dag_id, run_id, ti.task_id, ti.map_index, ti.try_number)
+
+
+def task_log_lines(failed: FailedTask) -> list[str]:
+    """That try's log as Airflow's own log reader gives it (local file or the worker's log
+    server), one line per event: "time [level] message", the trace after it."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.log.log_reader import TaskLogReader
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+    from sqlalchemy.orm import joinedload
+
+    with create_session() as session:
+        ti = session.scalars(select(TaskInstance).where(
+            TaskInstance.dag_id == failed.dag_id, TaskInstance.run_id == failed.run_id,
+            TaskInstance.task_id == failed.task_id, TaskInstance.map_index == failed.map_index)
+            .options(joinedload(TaskInstance.dag_run))).first()
+        if ti is None:
+            return []
+        messages, _ = TaskLogReader().read_log_chunks(ti, failed.try_number,
+                                                      {"download_logs": True})
+        lines = []
+        for message in messages:
+            extra = message.model_extra or {}
+            when = f"{message.timestamp:%Y-%m-%d %H:%M:%S} " if message.timestamp else ""
+            level = f"[{extra['level']}] " if extra.get("level") else ""
+            lines.append(f"{when}{level}{message.event}")
+            for error in extra.get("error_detail") or []:  # the exception, as Airflow keeps it
+                for frame in error.get("frames") or []:
+                    lines.append(f"  {frame.get('filename')}:{frame.get('lineno')} in "
+                                 f"{frame.get('name')}")
+                lines.append(f"{error.get('exc_type')}: {error.get('exc_value')}")
+        return lines
 
 
 def next_cycle() -> tuple[datetime | None, bool | None]:
@@ -113,8 +163,7 @@ def dag_run(dag_id: str, run_id: str) -> dict | None:
         if run is None:
             return None
         return {"state": str(run.state), "note": run.note, "url": run_url(dag_id, run_id),
-                "failed_log": failed_task_url(f"{dag_id}:{run_id}")
-                if str(run.state) == "failed" else None}
+                "run_key": f"{dag_id}:{run_id}"}
 
 
 def is_paused(dag_id: str) -> bool | None:

@@ -161,7 +161,7 @@ def overview(request: Request, user: ReaderUser):
     return _page(request, "overview.html", state=state, keys=COUNT_KEYS, totals=totals,
                  usage=usage, running=airflow_state.running_runs(), next_at=next_at,
                  paused=paused, user=user.get_name(),
-                 failed_log=airflow_state.failed_task_url(state.run_key)
+                 failed=airflow_state.failed_task(state.run_key)
                  if state.status == "failed" else None,
                  usage_chart=charts.bars("Sync API calls per day", _days(usage["days"]),
                                          [d["sync_calls"] for d in usage["days"]]),
@@ -240,7 +240,7 @@ def errors(request: Request, user: ReaderUser, tab: str = "records", sf_object: 
     if tab == "jobs":
         runs = console.failed_runs(engine)
         for r in runs:
-            r["log_url"] = airflow_state.failed_task_url(r["run_key"])
+            r["task"] = airflow_state.failed_task(r["run_key"])
         context["runs"] = runs
     elif tab == "conflicts":
         context.update(rows=console.conflict_rows(engine), columns=console.CONFLICT_COLUMNS)
@@ -367,6 +367,29 @@ async def backfill_missing(request: Request, user: EditorUser):
         return RedirectResponse(page + "&" + urlencode({"refused": f"{type(exc).__name__}: "
                                                                   f"{exc}"}), status_code=303)
     return RedirectResponse(f"{page}&backfill={backfill_id}", status_code=303)
+
+
+@app.get("/log", response_class=HTMLResponse)
+def task_log(request: Request, user: ReaderUser, run_key: str):
+    """The log of the task that failed a sync run, read by Airflow's own log reader: the
+    console opens inside Airflow's sandboxed frame, which may not navigate the UI itself."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import (
+        DagAccessEntity,
+        DagDetails,
+    )
+
+    from sfsync_console import airflow_state
+
+    failed = airflow_state.failed_task(run_key)
+    if failed is None:
+        raise HTTPException(404, f"no failed task in run {run_key!r}")
+    if not get_auth_manager().is_authorized_dag(
+            method="GET", access_entity=DagAccessEntity.TASK_LOGS,
+            details=DagDetails(id=failed.dag_id), user=user):
+        raise HTTPException(403, f"Forbidden: reading {failed.dag_id}'s task logs")
+    return _page(request, "log.html", failed=failed, run_key=run_key,
+                 lines=airflow_state.task_log_lines(failed), user=user.get_name())
 
 
 @app.get("/dictionary", response_class=HTMLResponse)
