@@ -33,6 +33,7 @@ def run_url(dag_id: str, run_id: str) -> str:
 class RunningRun:
     dag_id: str
     run_id: str
+    state: str  # queued, running
     started_at: datetime | None
     done: int  # task instances finished
     total: int
@@ -49,7 +50,8 @@ def _step(ti) -> str:
 
 
 def running_runs() -> list[RunningRun]:
-    """The sync DAGs' runs in progress, with their running steps and progress."""
+    """The sync DAGs' runs in progress (queued or running), with their running steps and
+    progress."""
     from airflow.models.dagrun import DagRun
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
@@ -57,14 +59,14 @@ def running_runs() -> list[RunningRun]:
 
     out = []
     with create_session() as session:
-        runs = session.scalars(select(DagRun).where(
-            DagRun.dag_id.in_(SYNC_DAGS), DagRun.state == "running")
-            .order_by(DagRun.start_date)).all()
+        runs = session.scalars(select(DagRun).where(  # queued: the scheduler starts it now
+            DagRun.dag_id.in_(SYNC_DAGS), DagRun.state.in_(("queued", "running")))
+            .order_by(DagRun.queued_at)).all()
         for run in runs:
             tis = session.scalars(select(TaskInstance).where(
                 TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id)).all()
             out.append(RunningRun(
-                run.dag_id, run.run_id, run.start_date,
+                run.dag_id, run.run_id, str(run.state), run.start_date,
                 sum(1 for ti in tis if ti.state in DONE_STATES), len(tis),
                 sorted(_step(ti) for ti in tis if ti.state in ("running", "up_for_retry",
                                                                 "queued"))))
