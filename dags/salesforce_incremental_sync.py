@@ -73,10 +73,11 @@ def prepare() -> dict:
 @announce_retry
 def extract(sf_object: str) -> dict:
     """Stage the changes the probe could not fetch (more pages, a Bulk job); no-op when idle."""
-    from include.sfsync.airflow_glue import run_key_of
+    from include.sfsync.airflow_glue import fail_fast, run_key_of
     from include.sfsync.pipeline import extract_object
 
-    return extract_object(run_key_of(get_current_context()), sf_object)
+    run_key = run_key_of(get_current_context())
+    return fail_fast(lambda: extract_object(run_key, sf_object), run_key)
 
 
 @task(map_index_template="{{ task.op_kwargs['sf_object'] }}")
@@ -100,10 +101,11 @@ def enabled_custom_objects(plan: dict) -> list[str]:
 @announce_retry
 def maintain() -> dict:
     """When due: re-copy newly mapped fields, refresh opted-in formulas, reconcile id sets."""
-    from include.sfsync.airflow_glue import run_key_of
+    from include.sfsync.airflow_glue import fail_fast, run_key_of
     from include.sfsync.pipeline import maintain as maintain_run
 
-    return maintain_run(run_key_of(get_current_context()))
+    run_key = run_key_of(get_current_context())
+    return fail_fast(lambda: maintain_run(run_key), run_key)
 
 
 @task(trigger_rule="none_failed")

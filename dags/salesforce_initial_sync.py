@@ -81,11 +81,12 @@ def _when(value, name: str):
 @announce_retry
 def copy(sf_object: str, created_from: str | None, created_to: str | None) -> dict:
     """Copy one object's records created in the window; resumable, Bulk above the threshold."""
-    from include.sfsync.airflow_glue import run_key_of
+    from include.sfsync.airflow_glue import fail_fast, run_key_of
     from include.sfsync.pipeline import copy_object
 
-    return copy_object(run_key_of(get_current_context()), sf_object,
-                       _when(created_from, "created_from"), _when(created_to, "created_to"))
+    run_key = run_key_of(get_current_context())
+    return fail_fast(lambda: copy_object(run_key, sf_object, _when(created_from, "created_from"),
+                                         _when(created_to, "created_to")), run_key)
 
 
 @task

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import dag, task
 
-from include.sfsync.airflow_glue import announce_retry, default_args
+from include.sfsync.airflow_glue import announce_retry, default_args, fail_fast
 from include.sfsync.org_summary import SUMMARY_OBJECTS, format_summary, summarize
 
 log = logging.getLogger("airflow.task")
@@ -46,18 +46,13 @@ def salesforce_org_summary():
     @announce_retry
     def summarize_org() -> dict:
         """Count records per object and read API usage; log a table and return the counts."""
-        # Imported here, not at the top: simple-salesforce is too heavy for parse time. (For the same
-        # reason there is no ExceptionRetryPolicy: RetryRule imports string exception paths at parse time.)
-        from airflow.sdk.exceptions import AirflowFailException
-        from simple_salesforce.exceptions import SalesforceAuthenticationFailed
+        # A refused login fails at once through fail_fast, not an ExceptionRetryPolicy: its
+        # RetryRule imports string exception paths (simple-salesforce) at parse time.
+        from include.sfsync.config import load_config
 
-        try:
-            from include.sfsync.config import load_config
-
-            summary = summarize(conn_id="salesforce_default",
-                                objects=SUMMARY_OBJECTS + tuple(load_config().custom_objects))
-        except SalesforceAuthenticationFailed as exc:
-            raise AirflowFailException(f"Salesforce login failed, not retrying: {exc}") from exc
+        summary = fail_fast(lambda: summarize(
+            conn_id="salesforce_default",
+            objects=SUMMARY_OBJECTS + tuple(load_config().custom_objects)))
         log.info("Salesforce org summary:\n%s", format_summary(summary))
         return summary
 

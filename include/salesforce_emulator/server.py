@@ -16,7 +16,16 @@ import uvicorn
 
 from . import auth, bulk2, control, rest
 from .errors import ApiError, not_found
-from .http import MAX_VERSION, MIN_VERSION, Request, Response, error_response, json_response, match
+from .http import (
+    JSON_TYPE,
+    MAX_VERSION,
+    MIN_VERSION,
+    Request,
+    Response,
+    error_response,
+    json_response,
+    match,
+)
 from .http import route as R
 from .store import Org
 from .tls import ensure_certificates
@@ -97,6 +106,17 @@ _SERVER_ERRORS = {
                          "retry your request."),
 }
 
+# The call ran, but its answer is a 200 whose body is not the JSON it should be, as a proxy, a
+# maintenance page or a dropped connection upstream produce.
+_MALFORMED = {
+    "html_page": lambda r: Response(200, b"<!DOCTYPE html><html><head><title>Service "
+                                    b"Unavailable</title></head><body><h1>Down for maintenance"
+                                    b"</h1></body></html>", "text/html;charset=UTF-8", r.headers),
+    "empty_body": lambda r: Response(200, b"", r.content_type or JSON_TYPE, r.headers),
+    "truncated_json": lambda r: Response(200, r.body[:len(r.body) // 2], r.content_type,
+                                         r.headers),
+}
+
 
 class Dispatcher:
     def __init__(self, org: Org):
@@ -165,7 +185,10 @@ class Dispatcher:
         with org.lock:
             response = self._call(route, req)
             response.headers.setdefault("Sforce-Limit-Info", org.limit_info())
-            return response
+            # a composite's sub-requests answer inside its JSON: only a whole answer is mangled
+            malformed = None if req.internal or response.status >= 300 else org.take_fault(
+                route.endpoint, set(_MALFORMED))
+            return _MALFORMED[malformed.kind](response) if malformed else response
 
     def sub_request(self, parent: Request, method: str, url: str, body, *, count: bool) -> Response:
         """A composite or batch sub-request, run with the parent's session."""

@@ -66,7 +66,7 @@ class Settings:
 class Fault:
     endpoint: str  # endpoint key (see server.ROUTES) or "*"
     kind: str  # http_500, http_503, slow, session_expiry, request_limit, unable_to_lock_row,
-    #            query_timeout
+    #            query_timeout, html_page, empty_body, truncated_json
     count: int = 1  # how many times it fires (per request or per record)
     delay_seconds: float = 0.0
     after: int = 0  # let this many matching requests through first
@@ -78,7 +78,7 @@ ORG_NAMES = {"demo": "sfsync Demo Org", "standard": "Standard Enterprise Org",
              "mature": "Mature Customised Org"}
 
 FAULT_KINDS = {"http_500", "http_503", "slow", "session_expiry", "request_limit",
-               "unable_to_lock_row", "query_timeout"}
+               "unable_to_lock_row", "query_timeout", "html_page", "empty_body", "truncated_json"}
 
 
 class Org:

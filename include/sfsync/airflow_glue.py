@@ -13,7 +13,13 @@ import functools
 import logging
 from datetime import UTC, datetime, timedelta
 
-from include.sfsync.errors import ConfigError, InputError, OrgMismatchError, RecordsRejected
+from include.sfsync.errors import (
+    ConfigError,
+    InputError,
+    LoginFailed,
+    OrgMismatchError,
+    RecordsRejected,
+)
 
 log = logging.getLogger(__name__)
 OWNER = "sfsync"
@@ -179,12 +185,13 @@ def report_rejections(run_key: str) -> None:
 
 # --- failures ---------------------------------------------------------------------------------
 
-UNRETRYABLE = (OrgMismatchError, ConfigError, InputError, RecordsRejected)
+UNRETRYABLE = (OrgMismatchError, ConfigError, InputError, RecordsRejected, LoginFailed)
 
 
 def fail_fast(call, run_key: str | None = None):
-    """Run ``call``; a wrong org, a bad configuration, a bad request or records Salesforce
-    rejects fail the task without retries, the run (``run_key``) marked failed with the cause."""
+    """Run ``call``; a wrong org, a bad configuration, a bad request, records Salesforce
+    rejects or a refused login fail the task without retries, the run (``run_key``) marked
+    failed with the cause. Every task that may log in to Salesforce runs through here."""
     from airflow.sdk.exceptions import AirflowFailException  # in the task, not at parse time
 
     try:

@@ -4,15 +4,28 @@ The catalog is built from the org's describe results and the configuration. Ever
 sync user can see becomes a column unless the configuration hides it, it is a formula (excluded
 by default: it changes without bumping SystemModstamp) or its type cannot be stored. Leads and
 contacts both land in ``person``; fields that mean the same thing share one column.
+
+It is also where the configuration meets the org: every object, field and column the
+configuration names is checked against the describes here, and a mistake is a
+:class:`ConfigError` naming the key and the value (a mistyped name must never mean "no filter" or
+"nothing hidden").
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 from include.sfsync.config import SyncConfig, SyncFilter
 from include.sfsync.errors import ConfigError
-from include.sfsync.objects import GROUP_ORDER, PEOPLE, ObjectType, object_types, snake
+from include.sfsync.objects import (
+    GROUP_ORDER,
+    PEOPLE,
+    ObjectType,
+    custom_object_type,
+    object_types,
+    snake,
+)
 
 # Contact fields that mean the same as a Lead field share the lead's column.
 PERSON_SHARED = {"MailingStreet": "street", "MailingCity": "city", "MailingState": "state",
@@ -40,6 +53,15 @@ PROCESSING_FIELDS = {
     "Task": ("WhoId",),
     "Event": ("WhoId",),
 }
+# Column names the sync keeps for itself (its ids, stamps and links; store/schema.py): a mapping
+# may not point a field at one unless it is that field's own default column.
+OWN_COLUMN_PREFIXES = ("sfdc_", "sfsync_")
+OWN_COLUMNS = {"id", "person_id"}
+NUMBER_TYPES = {"int", "double", "currency", "percent"}
+
+
+def processing_fields(sf_object: str) -> tuple[str, ...]:
+    return PROCESSING_FIELDS["*"] + PROCESSING_FIELDS.get(sf_object, ())
 
 
 def reference_column(name: str) -> str:
@@ -91,8 +113,7 @@ class ObjectCatalog:
     def soql_fields(self) -> list[str]:
         """Fields to SELECT: every synced field plus what loading and filtering need."""
         wanted = [f.sf_field for f in self.synced]
-        extra = list(PROCESSING_FIELDS["*"]) + list(PROCESSING_FIELDS.get(self.sf_object, ()))
-        extra += [flt.field for flt in self.filters]
+        extra = list(processing_fields(self.sf_object)) + [flt.field for flt in self.filters]
         for name in extra:
             if name in self.describe_fields and name not in wanted:
                 wanted.append(name)
@@ -121,8 +142,8 @@ class Catalog:
     objects: dict[str, ObjectCatalog]
     tables: dict[str, dict[str, Column]]
     config: SyncConfig
-    # Names the configuration gives that this org lacks (one line each, naming them): the
-    # sync goes on without them.
+    # Custom objects the configuration lists that this org lacks or hides from the sync user
+    # (one line each, naming them): the sync goes on without them.
     warnings: list[str] = field(default_factory=list)
 
     def ordered(self) -> list[ObjectCatalog]:
@@ -170,15 +191,16 @@ def default_column(obj: ObjectType, field_name: str, sf_type: str) -> str:
 def build_catalog(describes: dict[str, dict], config: SyncConfig) -> Catalog:
     """Map every visible field of every enabled object (``describes``: name -> describe).
 
-    A custom object, field or column the configuration names but this org lacks (or hides from
-    the sync user) is left out with a warning that names it (``Catalog.warnings``): orgs differ,
-    and one missing name must not stop the sync. A standard object the sync user cannot see,
-    or a mapping that makes two fields share a column, is a :class:`ConfigError`.
+    A custom object listed in ``custom_objects`` that this org lacks (or hides from the sync
+    user) is left out with a warning that names it (``Catalog.warnings``): it is optional, and
+    nothing of it is copied. A standard object the sync user cannot see, and any other name
+    the configuration gives that the describes lack (see :func:`_config_problems`), is a
+    :class:`ConfigError`: every problem in one line, each naming its key and value.
     """
     objects: dict[str, ObjectCatalog] = {}
     tables: dict[str, dict[str, Column]] = {}
-    known_keys = set()
     warnings: list[str] = []
+    problems: list[str] = []
     for obj in object_types(config.custom_objects):
         describe = describes.get(obj.sf_object)
         if describe is None and obj.custom:
@@ -189,56 +211,8 @@ def build_catalog(describes: dict[str, dict], config: SyncConfig) -> Catalog:
             raise ConfigError(f"{obj.sf_object}: the sync user cannot see this object (enable it "
                               "for the sync user's profile)")
         by_name = {f["name"]: f for f in describe["fields"]}
-        hidden = set(config.hidden_fields.get(obj.sf_object, []))
-        formulas = {k.split(".", 1)[1] for k in config.formula_fields.include
-                    if k.split(".", 1)[0] == obj.sf_object}
-        fields: list[FieldMap] = []
-        used: dict[str, str] = {}
-        for name, meta in by_name.items():
-            key = f"{obj.sf_object}.{name}"
-            known_keys.add(key)
-            sf_type = meta["type"]
-            column = default_column(obj, name, sf_type)
-            synced, reason = True, "visible to the sync user"
-            if key in config.mappings:
-                column = config.mappings[key] or None
-                synced, reason = (True, "mapped in config") if column else \
-                    (False, "unmapped in config (mappings)")
-            if name in hidden:
-                synced, reason = False, "hidden in config (hidden_fields)"
-            elif sf_type in COMPOUND_TYPES:
-                synced, reason = False, ("compound field (the Bulk API cannot read it): its "
-                                         "component fields are synced instead")
-            elif sf_type in UNSTORABLE_TYPES:
-                synced, reason = False, f"{sf_type} fields cannot be stored"
-            elif name in PERSON_COPIES.get(obj.sf_object, ()) and key not in config.mappings:
-                synced, reason = False, ("copied from the lead or contact: changes without "
-                                         "SystemModstamp (the person's columns hold it)")
-            elif meta.get("calculated") and name not in formulas and key not in config.mappings:
-                synced, reason = False, ("formula field: excluded by default because it changes "
-                                         "without SystemModstamp (formula_fields.include)")
-            if synced and column in used and used[column] != name:
-                if key in config.mappings:
-                    raise ConfigError(f"mappings[{key!r}]: column {column!r} is already used by "
-                                      f"{obj.sf_object}.{used[column]}")
-                column = f"{column}_c" if name.endswith("__c") else f"{column}_{snake(name)}"
-            if synced:
-                used[column] = name
-            fields.append(FieldMap(obj.sf_object, name, sf_type, column, synced, reason,
-                                   tuple(meta.get("referenceTo") or ()),
-                                   bool(meta.get("updateable")), bool(meta.get("createable"))))
-        filters = []
-        for flt in config.sync_filters:
-            if flt.object != obj.sf_object:
-                continue
-            if flt.field in by_name:
-                filters.append(flt)
-            else:
-                warnings.append(f"sync_filters: {obj.sf_object}.{flt.field} is not a field "
-                                "visible to the sync user: this filter is not applied")
-        for name in sorted(hidden - set(by_name)):
-            warnings.append(f"hidden_fields.{obj.sf_object}: {name} is not a field visible to the "
-                            "sync user (nothing to hide)")
+        fields = _map_fields(obj, by_name, config, problems)
+        filters = [flt for flt in config.sync_filters if flt.object == obj.sf_object]
         objects[obj.sf_object] = ObjectCatalog(obj, fields, filters, by_name)
         table = tables.setdefault(obj.table, {})
         for f in fields:
@@ -252,16 +226,206 @@ def build_catalog(describes: dict[str, dict], config: SyncConfig) -> Catalog:
                 if col.sql_type != kind:
                     col.sql_type = "text"  # leads and contacts disagree: keep every value
                 col.sources.append(f.key)
-    for key in config.mappings:
-        if key not in known_keys:
-            warnings.append(f"mappings: {key} is not a field visible to the sync user: ignored")
-    for key in config.formula_fields.include:
-        if key not in known_keys:
-            warnings.append(f"formula_fields.include: {key} is not a field visible to the sync "
-                            "user: not refreshed")
-    for table_name, cols in config.block_updates.items():
-        for col in cols:
-            if col not in tables.get(table_name, {}):
-                warnings.append(f"block_updates.{table_name}: no column {col} (no synced field "
-                                "maps to it): nothing to block")
+    absent = {o.sf_object for o in object_types(config.custom_objects)} - set(objects)
+    problems += _config_problems(config, objects, tables, absent)
+    if problems:
+        raise ConfigError("; ".join(problems))
     return Catalog(objects, tables, config, warnings)
+
+
+def _map_fields(obj: ObjectType, by_name: dict[str, dict], config: SyncConfig,
+                problems: list[str]) -> list[FieldMap]:
+    """Every field of ``obj`` with its column, or why it is not synced; mistakes in
+    ``mappings`` and ``hidden_fields`` go to ``problems``."""
+    hidden = set(config.hidden_fields.get(obj.sf_object, []))
+    formulas = {k.split(".", 1)[1] for k in config.formula_fields.include
+                if k.split(".", 1)[0] == obj.sf_object}
+    needed = processing_fields(obj.sf_object)
+    fields: list[FieldMap] = []
+    for name, meta in by_name.items():
+        key = f"{obj.sf_object}.{name}"
+        sf_type = meta["type"]
+        default = default_column(obj, name, sf_type)
+        column = default
+        synced, reason = True, "visible to the sync user"
+        mapped = key in config.mappings
+        if mapped:
+            column = config.mappings[key] or None
+            synced, reason = (True, "mapped in config") if column else \
+                (False, "unmapped in config (mappings)")
+        if name in hidden:
+            synced, reason = False, "hidden in config (hidden_fields)"
+        elif sf_type in COMPOUND_TYPES:
+            synced, reason = False, ("compound field (the Bulk API cannot read it): its "
+                                     "component fields are synced instead")
+        elif sf_type in UNSTORABLE_TYPES:
+            synced, reason = False, f"{sf_type} fields cannot be stored"
+        elif name in PERSON_COPIES.get(obj.sf_object, ()) and not mapped:
+            synced, reason = False, ("copied from the lead or contact: changes without "
+                                     "SystemModstamp (the person's columns hold it)")
+        elif meta.get("calculated") and name not in formulas and not mapped:
+            synced, reason = False, ("formula field: excluded by default because it changes "
+                                     "without SystemModstamp (formula_fields.include)")
+        if name in needed and name in hidden:
+            problems.append(f"hidden_fields.{obj.sf_object}: {name}: the sync itself reads this "
+                            f"field (into {default}): it cannot be hidden")
+        elif name in needed and mapped and column != default:
+            problems.append(f"mappings[{key!r}]: {column or 'null'}: the sync itself reads "
+                            f"this field from column {default}: it cannot be remapped or "
+                            "unmapped")
+        elif mapped and column and column != default and (
+                column.startswith(OWN_COLUMN_PREFIXES) or column in OWN_COLUMNS):
+            problems.append(f"mappings[{key!r}]: {column}: a column name the sync keeps for "
+                            "itself (sfdc_*, sfsync_*, id, person_id)")
+        elif mapped and column and not synced and name not in hidden:
+            problems.append(f"mappings[{key!r}]: {column}: cannot be synced: {reason}")
+        fields.append(FieldMap(obj.sf_object, name, sf_type, column, synced, reason,
+                               tuple(meta.get("referenceTo") or ()),
+                               bool(meta.get("updateable")), bool(meta.get("createable"))))
+    claims: dict[str, list[FieldMap]] = defaultdict(list)
+    for f in fields:
+        if f.synced:
+            claims[f.column].append(f)
+    for column, sharing in claims.items():
+        if len(sharing) < 2:
+            continue
+        # Decided by the configuration, not by the order describe lists the fields in.
+        mapped = [f for f in sharing if f.key in config.mappings]
+        if mapped:
+            other = next(f for f in sharing if f is not mapped[0])
+            problems.append(f"mappings[{mapped[0].key!r}]: {column}: column {column} is "
+                            f"{other.key}'s too (two fields of {obj.sf_object} cannot share a "
+                            f"column: map {other.key} elsewhere as well, or choose another)")
+            continue
+        for f in sharing[1:]:  # two default names meet: the later fields get a longer one
+            f.column = f"{column}_c" if f.sf_field.endswith("__c") else \
+                f"{column}_{snake(f.sf_field)}"
+    return fields
+
+
+class _Names:
+    """Whether the objects and fields a configuration key names are what the describes have:
+    each check returns the problem in words, or None."""
+
+    def __init__(self, objects: dict[str, ObjectCatalog], absent: set[str]):
+        self.objects, self.absent = objects, absent
+
+    def skipped(self, sf_object: str) -> bool:
+        """A listed custom object this org lacks: names under it have nothing to act on (its
+        own warning names it)."""
+        return sf_object in self.absent
+
+    def object(self, sf_object: str, *, two_way: bool = False, any_case: bool = False
+               ) -> str | None:
+        if self.skipped(sf_object):
+            return None
+        obj = self.objects.get(self._spelled(sf_object, self.objects, any_case))
+        if obj is None:
+            return (f"not an object this sync copies{self._hint(sf_object, self.objects)} "
+                    f"(synced objects: {', '.join(self.objects)}; a custom object is synced "
+                    "once listed under custom_objects)")
+        if two_way and not obj.type.two_way:
+            return ("not a two-way object (two-way: "
+                    f"{', '.join(n for n, o in self.objects.items() if o.type.two_way)})")
+        return None
+
+    def field(self, sf_object: str, sf_field: str, *, two_way: bool = False,
+              any_case: bool = False) -> str | None:
+        problem = self.object(sf_object, two_way=two_way, any_case=any_case)
+        if problem or self.skipped(sf_object):
+            return problem
+        sf_object = self._spelled(sf_object, self.objects, any_case)
+        names = self.objects[sf_object].describe_fields
+        if self._spelled(sf_field, names, any_case) in names:
+            return None
+        return (f"{sf_object} has no field {sf_field} the sync user can see"
+                + self._hint(sf_field, names))
+
+    @staticmethod
+    def _spelled(name: str, known, any_case: bool) -> str:
+        """``name`` as ``known`` spells it, where case does not matter to the key."""
+        return next((k for k in known if k.lower() == name.lower()), name) if any_case else name
+
+    @staticmethod
+    def _hint(name: str, known) -> str:
+        spelled = [k for k in known if k.lower() == name.lower()]
+        return f" (it is spelled {spelled[0]})" if spelled else ""
+
+    def key(self, key: str, **kwargs) -> str | None:
+        """An ``Object.Field`` key (its form was checked when the configuration was loaded)."""
+        sf_object, sf_field = key.split(".", 1)
+        return self.field(sf_object, sf_field, **kwargs)
+
+
+def _config_problems(config: SyncConfig, objects: dict[str, ObjectCatalog],
+                     tables: dict[str, dict[str, Column]], absent: set[str]) -> list[str]:
+    """Every name the configuration gives, checked against this org: ``key: value: problem``.
+
+    Objects must be synced (standard, or listed under ``custom_objects``) and visible; fields
+    must be in their object's describe, which lists only what the sync user can see; columns
+    must be filled by a synced field. Conflicts and value maps act on two-way objects only.
+    """
+    names = _Names(objects, absent)
+    problems: list[str] = []
+
+    def check(where: str, value: object, problem: str | None) -> None:
+        if problem:
+            problems.append(f"{where}: {value}: {problem}")
+
+    for i, flt in enumerate(config.sync_filters):
+        check(f"sync_filters.{i}.object", flt.object, names.object(flt.object))
+        if names.object(flt.object) or names.skipped(flt.object):
+            continue
+        check(f"sync_filters.{i}.field", flt.field, names.field(flt.object, flt.field))
+        meta = objects[flt.object].describe_fields.get(flt.field)
+        if meta is not None:
+            check(f"sync_filters.{i}.skip_when", repr(flt.skip_when),
+                  _skip_when_problem(meta["type"], flt.skip_when))
+    for sf_object, hidden in config.hidden_fields.items():
+        check("hidden_fields", sf_object, names.object(sf_object))
+        if not names.object(sf_object):
+            for name in hidden:
+                check(f"hidden_fields.{sf_object}", name, names.field(sf_object, name))
+    for key in config.mappings:
+        check("mappings", key, names.key(key))
+    for key in config.formula_fields.include:
+        check("formula_fields.include", key, names.key(key))
+    absent_tables = {custom_object_type(name).table for name in absent}
+    for table, columns in config.block_updates.items():
+        if table in absent_tables:
+            continue
+        if table not in tables:
+            check("block_updates", table, f"not a synced table (tables: {', '.join(tables)})")
+            continue
+        for column in columns:
+            check(f"block_updates.{table}", column, None if column in tables[table] else
+                  f"no synced field fills a column {column} in {table}")
+    for i, rule in enumerate(config.dedupe_rules):
+        for column in rule.columns:
+            check(f"dedupe_rules.{i}.columns", column, None if column in tables["person"] else
+                  f"no synced field fills a column {column} in person")
+    for sf_object in config.conflicts.objects:
+        check("conflicts.objects", sf_object, names.object(sf_object, two_way=True))
+    for key in config.conflicts.fields:
+        check("conflicts.fields", key, names.key(key, two_way=True))
+    # The default value maps name standard fields: where the sync user cannot see one, it
+    # simply does not apply. Maps the configuration gives are checked (matched in any case,
+    # as the push matches them).
+    if "value_maps" in config.push.model_fields_set:
+        for key in config.push.value_maps:
+            check("push.value_maps", key, names.key(key, two_way=True, any_case=True))
+    for name in config.push.lead_defaults:
+        check("push.lead_defaults", name, names.field("Lead", name))
+    return problems
+
+
+def _skip_when_problem(sf_type: str, skip_when: object) -> str | None:
+    """A filter value of another type than its field's never matches: nothing is skipped."""
+    if skip_when is None:
+        return None
+    if sf_type == "boolean":
+        return None if isinstance(skip_when, bool) else \
+            "the field is a checkbox: write true or false"
+    if sf_type in NUMBER_TYPES:
+        return None if isinstance(skip_when, float) else f"the field is a number ({sf_type})"
+    return None if isinstance(skip_when, str) else f"the field holds text ({sf_type}): quote it"

@@ -1,14 +1,18 @@
 """sfsync's configuration: one YAML file users edit, validated with errors that name the key.
 
 The file is ``config/sfsync.yaml`` (or the path in ``SFSYNC_CONFIG``); every key is optional and
-falls back to the defaults below. ``python -m include.sfsync.admin config`` prints the effective
-configuration; ``python -m include.sfsync.admin mapping`` (with a reachable org) prints every
-field mapping the sync would use, ready to paste under ``mappings:``.
+falls back to the defaults below. ``python -m include.sfsync.config`` checks the file without
+Salesforce; the names it gives are checked against the org after describe (``catalog``), at
+every run's ``prepare`` step and by ``python -m include.sfsync.admin fields``.
+``python -m include.sfsync.admin config`` prints the effective configuration;
+``python -m include.sfsync.admin mapping`` (with a reachable org) prints every field mapping
+the sync would use, ready to paste under ``mappings:``.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -194,7 +198,11 @@ def load_config(path: Path | str | None = None, overrides: dict[str, Any] | None
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+            # one line: PyYAML's message spans several, with the offending text
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+            problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+            raise ConfigError(f"{path}: not valid YAML: {where}{problem}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of settings")
     data.update(overrides or {})
@@ -208,3 +216,21 @@ def load_config(path: Path | str | None = None, overrides: dict[str, Any] | None
             problems.append(f"{where}: {message}")
         raise ConfigError(f"{path}: " + "; ".join(problems)) from None
 
+
+def main() -> int:
+    """``python -m include.sfsync.config``: the file checked (not yet against the org); a
+    mistake is one line on stderr naming the key, exit status 2."""
+    try:
+        load_config()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    path = config_path()
+    print(f"{path}: valid" if path.exists() else f"{path}: no such file: the defaults apply")
+    print("The objects, fields and columns it names are checked against the org by every run's "
+          "prepare step and by `python -m include.sfsync.admin fields`.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

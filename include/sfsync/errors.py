@@ -1,8 +1,9 @@
 """Every exception the sync raises on purpose (standard library only: every layer imports it).
 
-A task that fails with :class:`ConfigError`, :class:`OrgMismatchError`, :class:`InputError` or
-:class:`RecordsRejected` is not retried (``airflow_glue.fail_fast``): retrying cannot fix a bad
-configuration, the wrong org, a bad request or a record Salesforce refuses.
+A task that fails with :class:`ConfigError`, :class:`OrgMismatchError`, :class:`InputError`,
+:class:`RecordsRejected` or :class:`LoginFailed` is not retried (``airflow_glue.fail_fast``):
+retrying cannot fix a bad configuration, the wrong org, a bad request, a record Salesforce
+refuses or wrong credentials (and each failed login brings the user closer to a lockout).
 """
 
 from __future__ import annotations
@@ -28,13 +29,20 @@ class NotPreparedError(RuntimeError):
     """A step ran before the step it works from (no stored schema, nothing extracted yet)."""
 
 
+class LoginFailed(RuntimeError):
+    """Salesforce refused the login of an Airflow connection; the message names the connection,
+    its user and login domain, Salesforce's code and what to check (never a secret)."""
+
+
 class SalesforceCallError(RuntimeError):
-    """A sub-request of a /composite call (a query, a describe) answered with an error."""
+    """A call, or a sub-request of a /composite call (a query, a describe), answered with an
+    error, or with a body that is not the JSON it should be; the task retries, as after a 5xx."""
 
     def __init__(self, what: str, result: dict):
         body = result.get("body")
         code = body[0].get("errorCode") if isinstance(body, list) and body else None
-        super().__init__(f"{what}: HTTP {result.get('status')} {code or ''} {body}")
+        super().__init__(f"{what}: HTTP {result.get('status')}{f' {code}' if code else ''} "
+                         f"{body}")
         self.status = result.get("status")
         self.code = code
 

@@ -33,16 +33,16 @@ def summarize(conn_id: str = "salesforce_default",
     """Count the records of each object and read the org's daily API usage.
 
     Returns ``{"objects": {name: count or None}, "api_usage": {"used": int|None, "max": int|None}}``.
-    A count is ``None`` when the sync user cannot see the object (``INVALID_TYPE``); any other
-    Salesforce error propagates so the task fails and retries.
+    A count is ``None`` when the sync user cannot see the object (``INVALID_TYPE``); a refused
+    login raises ``LoginFailed``; any other Salesforce error propagates so the task fails and
+    retries.
     """
-    from airflow.providers.salesforce.hooks.salesforce import SalesforceHook
     from simple_salesforce.exceptions import SalesforceError
 
-    from include.sfsync.salesforce.client import daily_api_usage
+    from include.sfsync.salesforce.client import SalesforceClient, daily_api_usage
     from include.sfsync.salesforce.soql import count as count_soql
 
-    sf = SalesforceHook(salesforce_conn_id=conn_id).conn
+    sf = SalesforceClient.from_connection(conn_id).sf
     counts: dict[str, int | None] = {}
     for name in objects:
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import Context
 
-from include.sfsync.airflow_glue import announce_retry
+from include.sfsync.airflow_glue import announce_retry, fail_fast
 from include.sfsync.steps import CREATE_PEOPLE, UPDATE_STEPS
 from sfsync_operators.base import SyncRunOperator
 
@@ -33,7 +33,8 @@ class SalesforcePushOperator(SyncRunOperator):
     def execute(self, context: Context) -> dict:
         from include.sfsync.pipeline import push
 
-        return push(self.run_key, self.step)  # logged as a table (airflow_glue.default_args)
+        # logged as a table (airflow_glue.default_args)
+        return fail_fast(lambda: push(self.run_key, self.step), self.run_key)
 
 
 class DedupeOnWriteOperator(SyncRunOperator):
@@ -50,4 +51,4 @@ class DedupeOnWriteOperator(SyncRunOperator):
     def execute(self, context: Context) -> dict:
         from include.sfsync.pipeline import push
 
-        return push(self.run_key, CREATE_PEOPLE)  # logged as a table
+        return fail_fast(lambda: push(self.run_key, CREATE_PEOPLE), self.run_key)  # as a table

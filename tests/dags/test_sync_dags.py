@@ -132,3 +132,44 @@ def test_failed_runs_are_marked_failed_with_their_cause(airflow_db, sync_env):
     assert run.state == "failed"
     row = _run_row(engine, "salesforce_initial_sync", run)
     assert row["status"] == "failed" and "Refusing to mix two orgs' data" in row["message"], row
+
+
+@pytest.mark.parametrize("dag_id, task_id", [
+    ("salesforce_incremental_sync", "prepare"), ("salesforce_initial_sync", "plan"),
+    ("salesforce_org_summary", "summarize_org")])
+def test_a_wrong_password_logs_in_once_and_fails_saying_what_to_check(
+        airflow_db, sync_env, task_log_output, monkeypatch, dag_id, task_id):
+    """Retrying a refused login only brings the user closer to a lockout (10 failures lock it
+    on a real org): one login attempt, one failed try, the cause on the sync run, and the
+    password in no log line."""
+    import json
+
+    info, engine = sync_env
+    wrong = "Wr0ng-pw-9f3Kx"
+    monkeypatch.setenv("AIRFLOW_CONN_SALESFORCE_DEFAULT", json.dumps({
+        "conn_type": "salesforce", "login": info["username"], "password": wrong,
+        "extra": {"security_token": info["security_token"], "domain": info["login_domain"],
+                  "version": "59.0"}}))
+    requests.delete(info["control_url"] + "/counters", timeout=10).raise_for_status()
+    task_log_output()
+    dag = _dag(dag_id)
+    run = dag.test(run_conf={"objects": ["all"], "created_from": None, "created_to": None}
+                   if dag_id == "salesforce_initial_sync" else None)
+    output = task_log_output()
+
+    assert run.state == "failed"
+    failed = {ti.task_id: ti.try_number for ti in run.get_task_instances()
+              if ti.state == "failed"}
+    assert failed == {task_id: 1}  # not retried
+    calls = requests.get(info["control_url"] + "/counters", timeout=10).json()["calls"]
+    assert {k: v for k, v in calls.items() if k.startswith("login.")} == {"login.soap": 1}
+    cause = (f"Salesforce refused the login of Airflow connection 'salesforce_default' (user "
+             f"{info['username']}, login domain {info['login_domain']}): INVALID_LOGIN: ")
+    assert cause in output
+    assert "security token" in output and "My Domain" in output
+    for secret in (wrong, info["security_token"]):
+        assert secret not in output
+    if dag_id != "salesforce_org_summary":  # the summary reads the org only: no sync run
+        row = _run_row(engine, dag_id, run)
+        assert row["status"] == "failed" and row["message"].startswith(cause), row
+        assert wrong not in row["message"]

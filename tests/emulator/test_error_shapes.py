@@ -145,6 +145,39 @@ def test_injected_slow_answer(sf, emulator):
     assert time.monotonic() - started >= 0.6
 
 
+@pytest.mark.parametrize("kind, content_type", [
+    ("html_page", "text/html;charset=UTF-8"), ("empty_body", "application/json;charset=UTF-8"),
+    ("truncated_json", "application/json;charset=UTF-8")])
+def test_injected_malformed_answers(sf, emulator, kind, content_type):
+    """The call runs and counts; its answer is a 200 that is not JSON, once."""
+    path = "/services/data/v59.0/query/?q=SELECT+Id,Name+FROM+User"
+    whole = _raw(emulator, sf, "GET", path).content
+    before = emulator.counters()["query"]
+    emulator.control("POST", "/faults", json={"endpoint": "query", "kind": kind})
+    mangled = _raw(emulator, sf, "GET", path)
+    assert mangled.status_code == 200 and mangled.headers["Content-Type"] == content_type
+    assert mangled.headers["Sforce-Limit-Info"].startswith("api-usage=")
+    with pytest.raises(ValueError):
+        mangled.json()
+    assert {"html_page": mangled.text.startswith("<!DOCTYPE html>"),
+            "empty_body": mangled.content == b"",
+            "truncated_json": whole.startswith(mangled.content) and 0 < len(mangled.content)
+            < len(whole)}[kind]
+    assert emulator.counters()["query"] == before + 1
+    assert _raw(emulator, sf, "GET", path).content == whole  # fired once only
+
+
+def test_malformed_answers_mangle_a_whole_composite_never_a_sub_request(sf, emulator):
+    emulator.control("POST", "/faults", json={"endpoint": "*", "kind": "truncated_json"})
+    body = {"compositeRequest": [{"method": "GET", "referenceId": "users",
+                                  "url": "/services/data/v59.0/query/?q=SELECT+Id+FROM+User"}]}
+    mangled = _raw(emulator, sf, "POST", "/services/data/v59.0/composite", json=body)
+    with pytest.raises(ValueError):
+        mangled.json()
+    answer = _raw(emulator, sf, "POST", "/services/data/v59.0/composite", json=body).json()
+    assert answer["compositeResponse"][0]["httpStatusCode"] == 200
+
+
 def test_unable_to_lock_row_fails_one_record_not_the_batch(sf, emulator):
     emulator.control("POST", "/faults", json={"endpoint": "composite.sobjects",
                                                "kind": "unable_to_lock_row", "after": 1})

@@ -36,8 +36,11 @@ def test_connect_with_a_bad_password_is_one_line(org, monkeypatch, capsys):
                   "domain": org.info["login_domain"]}}))
     assert admin.main(["connect"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and len(err.splitlines()) == 1, err
-    assert "INVALID_LOGIN" in err or "Authentication" in err, err
+    assert err.startswith("error: Salesforce refused the login of Airflow connection "
+                          f"'salesforce_default' (user {org.info['username']}, login domain "
+                          f"{org.info['login_domain']}): INVALID_LOGIN: ") and \
+        len(err.splitlines()) == 1, err
+    assert "security token" in err and org.info["security_token"] not in err, err
 
 
 def test_fields_shows_what_the_sync_does_with_each_field(org, tmp_path, monkeypatch, capsys):
@@ -63,6 +66,20 @@ def test_fields_shows_what_the_sync_does_with_each_field(org, tmp_path, monkeypa
     assert admin.main(["fields"]) == 0
     table = capsys.readouterr().out
     assert "fields synced" in table and "warning: custom_objects: Nope__c" in table
+
+
+@pytest.mark.parametrize("org", ["standard"], indirect=True)
+def test_fields_refuses_a_configuration_naming_what_the_org_lacks(org, tmp_path, monkeypatch,
+                                                                  capsys):
+    """Checked against the org before anything is copied: one line naming the key and value."""
+    config = tmp_path / "sfsync.yaml"
+    config.write_text(yaml.safe_dump({"hidden_fields": {"Lead": ["Descripton"]}}))
+    monkeypatch.setenv("SFSYNC_CONFIG", str(config))
+    assert admin.main(["fields"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.splitlines()) == 1, captured.err
+    assert captured.err.startswith("error: hidden_fields.Lead: Descripton: Lead has no field "
+                                   "Descripton the sync user can see"), captured.err
 
 
 def test_start_copies_the_org_and_the_incremental_cycles_carry_on(org, marketing_db, tmp_path,

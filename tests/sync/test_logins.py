@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from include.sfsync.errors import LoginFailed
 from tests.sync.test_pull import Sync
 
 pytestmark = pytest.mark.integration
@@ -86,5 +87,41 @@ def test_a_whole_cycle_on_a_sandbox_through_the_test_login_domain(org, marketing
     # The production login domain is refused for a sandbox: the run fails, naming the login.
     monkeypatch.setenv("AIRFLOW_CONN_SALESFORCE_DEFAULT", json.dumps(
         {**conn, "extra": {**conn["extra"], "domain": f"{host}/login"}}))
-    with pytest.raises(Exception, match="(?i)INVALID_LOGIN|authentication"):
+    with pytest.raises(LoginFailed, match=f"login domain {host}/login\\): INVALID_LOGIN: "):
         sync.cycle("production-domain")
+
+
+def test_a_refused_login_says_what_to_check_and_never_a_secret(org, monkeypatch):
+    """OAuth client credentials with a wrong secret, then a password changed while a session
+    lives: each refusal is one login attempt and one LoginFailed, which the tasks never retry."""
+    from include.sfsync.salesforce.client import SalesforceClient
+    from include.sfsync.salesforce.reads import count
+
+    info = org.info
+    wrong = "not-the-consumer-secret"
+    monkeypatch.setenv("AIRFLOW_CONN_SALESFORCE_DEFAULT", json.dumps({
+        "conn_type": "salesforce", "extra": {"domain": info["login_domain"], "version": "59.0",
+                                             "consumer_key": info["consumer_key"],
+                                             "consumer_secret": wrong}}))
+    org.control("DELETE", "/counters")
+    with pytest.raises(LoginFailed) as refused:
+        SalesforceClient.from_connection("salesforce_default")
+    message = str(refused.value)
+    assert message.startswith("Salesforce refused the login of Airflow connection "
+                              "'salesforce_default' (user (none: the connected app runs as its "
+                              f"user), login domain {info['login_domain']}): invalid_client: ")
+    assert "consumer key and secret" in message and "\n" not in message
+    assert wrong not in message and info["consumer_key"] not in message
+    assert org.counters() == {"login.oauth": 1}
+    # a session that expires after the password changed: the re-login is refused the same way
+    org.airflow_connection()
+    client = SalesforceClient.from_connection("salesforce_default")
+    org.control("PATCH", "/settings", json={"password": "changed-meanwhile"})
+    org.control("POST", "/sessions/expire", json={})
+    org.control("DELETE", "/counters")
+    with pytest.raises(LoginFailed, match="INVALID_LOGIN: .* Check the user name, the password "
+                                          "and the security token") as refused:
+        count(client, "SELECT COUNT() FROM Lead")
+    assert info["password"] not in str(refused.value)
+    assert {k: v for k, v in org.counters().items() if k.startswith("login.")} == {
+        "login.soap": 1}

@@ -4,6 +4,7 @@ errors, value maps, campaign membership, the request limit and convergence."""
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -314,7 +315,10 @@ def test_campaign_membership_is_two_way(sync):
     sync.cycle("r3")
     error = mdb.one("sfsync_error", "sf_object = 'CampaignMember'")
     assert error["error_code"] == "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"
-    assert "'Bogus'" in error["message"] and statuses[0] in error["message"]
+    assert error["message"].startswith(f"campaign_member row {row['id']}: status 'Bogus' ")
+    assert statuses[0] in error["message"]
+    assert json.loads(error["record"]) == {"status": "Bogus", "campaign": campaign["sfdc_id"],
+                                           "table": "campaign_member", "row_id": row["id"]}
     assert sf(sync, "CampaignMember", row["sfdc_id"])["Status"] == statuses[0]
     # a removal in the marketing database removes the member in Salesforce
     mdb.execute("UPDATE campaign_member SET status = :s WHERE id = :i", s=statuses[0],
@@ -332,6 +336,32 @@ def test_campaign_membership_is_two_way(sync):
     assert mdb.one("campaign_member", "id = :i", i=other["id"])["sfdc_is_deleted"] in (True, 1)
     assert mdb.scalar("SELECT count(*) FROM sfsync_outbox WHERE table_name = "
                       "'campaign_member' AND status = 'pending'") == 0
+
+
+def test_a_member_of_a_campaign_that_does_not_exist_is_told_so(sync):
+    """A campaign deleted in Salesforce (or an id that never was one): the member's error
+    names its row and says the campaign does not exist, not that no status is valid."""
+    gone = sync.create("Campaign", {"Name": "Deleted before the push"})[0]
+    sync.delete("Campaign", gone)
+    lead = a_lead(sync)
+    live = _campaign_without(sync, lead)
+    ids = {}
+    for name, campaign, status in (("gone", gone, "'Sent'"), ("no_status", gone, "NULL"),
+                                   ("live", live["sfdc_id"], "NULL")):
+        sync.mdb.execute("INSERT INTO campaign_member (person_id, sfdc_campaign_id, status) "
+                         f"VALUES (:p, :c, {status})", p=lead["id"], c=campaign)
+        ids[name] = sync.mdb.scalar("SELECT max(id) FROM campaign_member")
+    members = sync.cycle("r1")["push"]["campaign_members"]["counts"]["CampaignMember"]
+    assert (members["new"], members["failed"]) == (1, 2)  # the live campaign's member went
+    errors = sync.mdb.rows("sfsync_error", "sf_object = 'CampaignMember'")
+    assert [e["error_code"] for e in errors] == ["INVALID_CROSS_REFERENCE_KEY"] * 2
+    for error, name in zip(errors, ("gone", "no_status"), strict=True):
+        assert error["message"].startswith(f"campaign_member row {ids[name]}: campaign {gone} "
+                                           "does not exist in Salesforce"), error["message"]
+        assert error["field"] == "CampaignId" and "valid:" not in error["message"]
+        assert json.loads(error["record"])["row_id"] == ids[name]
+    assert not [r for r in sync.truth("CampaignMember")["CampaignMember"]
+                if r["CampaignId"] == gone]
 
 
 @on_demo_and_standard_orgs

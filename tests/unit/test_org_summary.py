@@ -9,6 +9,8 @@ from include.sfsync.org_summary import SUMMARY_OBJECTS, format_summary, summariz
 
 
 class FakeSalesforce:
+    _salesforce_login_partial = None  # how simple-salesforce logs in again: never here
+
     def __init__(self, counts, limits=None, api_usage=None, errors=None):
         self.counts, self._limits, self.api_usage, self.errors = counts, limits, api_usage or {}, errors or {}
         self.queries = []
@@ -32,7 +34,7 @@ def fake_hook(monkeypatch):
     state = {}
 
     class FakeHook:
-        def __init__(self, salesforce_conn_id):
+        def __init__(self, salesforce_conn_id, session=None):
             state["conn_id"] = salesforce_conn_id
             self.conn = state["sf"]
 

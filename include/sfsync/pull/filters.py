@@ -1,7 +1,8 @@
 """Field filters, applied to staged records between extract and load.
 
 * record-level sync filters (``sync_filters``, e.g. "Do not sync to marketing"): such records are
-  dropped and counted as Skipped; a person already in the marketing database keeps its row;
+  dropped and counted as Skipped; a person already in the marketing database keeps its row; a
+  filter that cannot be applied fails the step (closed: nothing it meant to keep out is loaded);
 * hidden and formula fields: their values are dropped from the record (they never reach the
   marketing database even if selected for processing);
 * "block updates" columns are enforced at load time, where the stored value is known.
@@ -14,22 +15,25 @@ import json
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from include.sfsync.catalog import PROCESSING_FIELDS, Catalog, ObjectCatalog
-from include.sfsync.errors import NotPreparedError
+from include.sfsync.catalog import Catalog, ObjectCatalog, processing_fields
+from include.sfsync.errors import ConfigError, NotPreparedError
 from include.sfsync.store.engine import utcnow
 from include.sfsync.store.ledger import record_counts
 from include.sfsync.store.tables import BOOKS
 
 
 def keep_fields(obj: ObjectCatalog) -> set[str]:
-    processing = set(PROCESSING_FIELDS["*"]) | set(PROCESSING_FIELDS.get(obj.sf_object, ()))
-    return {f.sf_field for f in obj.synced} | processing
+    return {f.sf_field for f in obj.synced} | set(processing_fields(obj.sf_object))
 
 
 def skip_reason(obj: ObjectCatalog, record: dict) -> str | None:
     """Why a record stays out of the marketing database, or None to keep it."""
     for flt in obj.filters:
-        if flt.field in record and record[flt.field] == flt.skip_when:
+        if flt.field not in record:  # a filter added after this run's extract read the records
+            raise ConfigError(f"sync_filters: {obj.sf_object}.{flt.field} was not read by this "
+                              "run's extract (the configuration changed during the run): the "
+                              "next run applies it")
+        if record[flt.field] == flt.skip_when:
             return f"sync filter: {flt.field} = {flt.skip_when!r}"
     return None
 

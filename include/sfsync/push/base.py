@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import sqlalchemy as sa
 from more_itertools import chunked
@@ -92,10 +92,12 @@ class Push:
 
     def fail(self, conn, entry: OutboxEntry, sf_object: str, outcome: Outcome, *,
              sfdc_id: str | None, record: dict | None) -> None:
-        """A data or permission error: logged, the entry failed (or quarantined)."""
-        record_error(conn, self.run_key, sf_object, outcome,
-                     sfdc_id=sfdc_id, record=record | {"person_row_id": entry.row_id}
-                     if record is not None and self.table == "person" else record)
+        """A data or permission error: logged, the entry failed (or quarantined). The
+        ``sfsync_error`` row names the local row (a new record has no Salesforce id yet)."""
+        record_error(conn, self.run_key, sf_object, replace(
+            outcome, message=f"{self.table} row {entry.row_id}: {outcome.message}"),
+            sfdc_id=sfdc_id, record={**(record or {}), "table": self.table,
+                                     "row_id": entry.row_id})
         entry.attempts += 1
         entry.status = QUARANTINED if entry.attempts >= self.ctx.config.push.quarantine_after \
             else FAILED
@@ -208,7 +210,7 @@ def _write_back_created(push: Push, conn, entry: OutboxEntry, sobject: str, row_
         return True
     except sa.exc.IntegrityError:
         push.fail(conn, entry, sobject, Outcome.failed(
-            "DUPLICATE_VALUE", f"{sobject} {outcome.id} written for row {row_id} is already "
-            f"held by another {push.table} row (read by a concurrent pull): merge the two rows"),
+            "DUPLICATE_VALUE", f"{sobject} {outcome.id} written for it is already held by "
+            f"another {push.table} row (read by a concurrent pull): merge the two rows"),
             sfdc_id=outcome.id, record=None)
         return False

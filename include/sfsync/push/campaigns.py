@@ -112,6 +112,11 @@ def push_campaign_members(run_key: str, ctx: SyncContext, *, person_ids: set[int
             if not campaign:
                 problem = ("REQUIRED_FIELD_MISSING", "sfdc_campaign_id is empty: set it to the "
                            "Salesforce id of the member's campaign", ["CampaignId"])
+            elif _looked_up(entry, row) and campaign[:15] not in statuses:
+                problem = ("INVALID_CROSS_REFERENCE_KEY", f"campaign {campaign} does not exist "
+                           "in Salesforce (deleted, or never created there): set "
+                           "sfdc_campaign_id to the Salesforce id of an existing campaign",
+                           ["CampaignId"])
             elif target is None:
                 if row.person_id in pending_people:
                     push.wait(conn, entry, f"waiting for person {row.person_id} to reach "
@@ -179,36 +184,52 @@ def _who_columns(target: tuple[str, str]) -> dict:
     return {"sfdc_contact_id" if target[0] == "ContactId" else "sfdc_lead_id": target[1]}
 
 
+def _looked_up(entry: OutboxEntry, row) -> bool:
+    """Whether :func:`_member_lookups` asks Salesforce about this member's campaign: for a new
+    member or a status change."""
+    return bool(row.sfdc_campaign_id) and ("status" in entry.columns or not row.sfdc_id)
+
+
 def _member_lookups(push: Push, entries: list[OutboxEntry], rows: dict, who
                     ) -> tuple[dict[str, list[str]], dict[tuple[str, str], tuple[str, str]]]:
-    """The member statuses of the campaigns involved, and the memberships that already exist
-    in Salesforce for members created locally (keys: 15-character ids)."""
+    """The member statuses of the campaigns involved (a campaign that does not exist in
+    Salesforce has none, not even an empty list), and the memberships that already exist in
+    Salesforce for members created locally (keys: 15-character ids)."""
     campaigns, people = set(), set()
     for entry in entries:
         row = rows[entry.row_id]
-        if row.sfdc_campaign_id and ("status" in entry.columns or not row.sfdc_id):
+        if _looked_up(entry, row):
             campaigns.add(row.sfdc_campaign_id)
             target = who(row)
             if target and not row.sfdc_id:
                 people.add(target[1])
     if not campaigns:
         return {}, {}
+    campaign_lists = list(soql.in_lists(sorted(campaigns)))
+    # the campaigns that exist, in the same /composite call as their statuses
+    campaign_queries = [soql.select("Campaign", ["Id"], conditions=[soql.one_of("Id", ids)])
+                        for ids in campaign_lists]
     status_queries = [soql.select("CampaignMemberStatus", ["CampaignId", "Label"],
                                   conditions=[soql.one_of("CampaignId", ids)],
                                   order_by=["SortOrder"])
-                      for ids in soql.in_lists(sorted(campaigns))]
+                      for ids in campaign_lists]
     member_queries = [soql.select("CampaignMember", ["Id", "CampaignId", "LeadId", "ContactId",
                                                      "Status"],
                                   conditions=[soql.any_of(soql.one_of("LeadId", ids),
                                                           soql.one_of("ContactId", ids))])
                       for ids in soql.in_lists(sorted(people))]
-    results = query_all(push.client, status_queries + member_queries)
+    results = query_all(push.client, campaign_queries + status_queries + member_queries)
+    n = len(campaign_lists)  # one campaign query and one status query per list
     statuses: dict[str, list[str]] = {}
     existing: dict[tuple[str, str], tuple[str, str]] = {}
-    for records in results[:len(status_queries)]:
+    for records in results[:n]:
         for rec in records:
-            statuses.setdefault(rec["CampaignId"][:15], []).append(rec["Label"])
-    for records in results[len(status_queries):]:
+            statuses[rec["Id"][:15]] = []
+    for records in results[n:2 * n]:
+        for rec in records:
+            if rec["CampaignId"][:15] in statuses:
+                statuses[rec["CampaignId"][:15]].append(rec["Label"])
+    for records in results[2 * n:]:
         for rec in records:
             for ref in (rec.get("LeadId"), rec.get("ContactId")):
                 if ref:

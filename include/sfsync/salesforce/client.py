@@ -3,20 +3,25 @@
 API calls are money, so everything that can share a call does: describes for all objects go in
 one ``/composite`` request, and so do the change probes (replication ``updated``/``deleted``
 sub-requests) and up to five queries.
+
+A refused login raises :class:`LoginFailed` (never retried); an answer whose body is not JSON
+raises :class:`SalesforceCallError` naming the call and its objects (retried like a 5xx).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import requests
 
-from include.sfsync.errors import SalesforceCallError
+from include.sfsync.errors import LoginFailed, SalesforceCallError
 from include.sfsync.salesforce.soql import select
 from include.sfsync.values import csv_value
 
@@ -41,7 +46,8 @@ def daily_api_usage(sf) -> tuple[int | None, int | None]:
 
 
 class CountingSession(requests.Session):
-    """Counts the requests that Salesforce bills as API calls (logins are free)."""
+    """Counts the requests that Salesforce bills as API calls (logins are free); an API answer
+    that is not JSON fails, when it is read, naming the call (:func:`_checked_json`)."""
 
     def __init__(self):
         super().__init__()
@@ -50,13 +56,81 @@ class CountingSession(requests.Session):
         self.api_usage: tuple[int, int] | None = None  # (used, max) today, from the latest
 
     def request(self, method, url, *args, **kwargs):
-        if "/services/data/" in str(url) or "/services/async/" in str(url):
+        api = "/services/data/" in str(url) or "/services/async/" in str(url)
+        if api:
             self.api_calls += 1
         response = super().request(method, url, *args, **kwargs)
         self.server_date = response.headers.get("Date") or self.server_date
         self.api_usage = parse_limit_info(response.headers.get("Sforce-Limit-Info")) \
             or self.api_usage
+        if api:
+            response.json = _checked_json(response, method, url, kwargs)
         return response
+
+
+def _checked_json(response: requests.Response, method: str, url: str, request: dict):
+    """``response.json`` that raises :class:`SalesforceCallError` naming the call
+    (:func:`_describe_call`) for a body that is not JSON: an HTML page, nothing, JSON cut short.
+    simple-salesforce parses every answer with ``response.json()`` and would let a bare
+    JSONDecodeError through, naming neither Salesforce nor the call."""
+    parse = response.json
+
+    def json_or_error(**options):
+        try:
+            return parse(**options)
+        except requests.JSONDecodeError as exc:
+            raise SalesforceCallError(_describe_call(method, url, request), {
+                "status": response.status_code,
+                "body": f"not JSON ({response.headers.get('Content-Type') or 'no content type'}, "
+                        f"{len(response.content)} bytes): {exc}"}) from exc
+
+    return json_or_error
+
+
+_SOBJECT_PATH = re.compile(r"/sobjects/(\w+)")
+_SUBQUERY = re.compile(r"\([^()]*\)")
+_FROM = re.compile(r"\bFROM\s+(\w+)", re.IGNORECASE)
+
+
+def _describe_call(method: str, url: str, request: dict) -> str:
+    """``Salesforce GET /services/data/v59.0/query (Lead)``: the method, the path (never the
+    query string: its SOQL may hold e-mail addresses and other personal data) and the objects
+    the request names (sObject paths, the main object of its SOQL, the records' types, a Bulk
+    job's object); none for a query locator or a job id."""
+    names: list[str] = []
+
+    def from_url(address: str) -> None:
+        parts = urlsplit(address)
+        names.extend(_SOBJECT_PATH.findall(parts.path))
+        for soql in parse_qs(parts.query).get("q", []):
+            from_soql(soql)
+
+    def from_soql(soql: str) -> None:
+        while _SUBQUERY.search(soql):  # sub-queries and semi-joins name other objects
+            soql = _SUBQUERY.sub("", soql)
+        names.extend(_FROM.findall(soql)[:1])
+
+    from_url(str(url))
+    params, body = request.get("params"), request.get("json")
+    if isinstance(params, dict) and params.get("q"):
+        from_soql(str(params["q"]))
+    if body is None and isinstance(request.get("data"), str):  # Bulk 2.0 job requests
+        try:
+            body = json.loads(request["data"])
+        except ValueError:
+            body = None
+    if isinstance(body, dict):
+        for sub in body.get("compositeRequest") or ():
+            from_url(sub.get("url", ""))
+            names.extend(r.get("attributes", {}).get("type", "")
+                         for r in (sub.get("body") or {}).get("records") or ())
+        names.extend(r.get("attributes", {}).get("type", "") for r in body.get("records") or ())
+        names.append(body.get("object") or "")
+        if body.get("query"):
+            from_soql(str(body["query"]))
+    objects = [n for n in dict.fromkeys(names) if n]
+    return (f"Salesforce {method} {urlsplit(str(url)).path}"
+            + (f" ({', '.join(objects)})" if objects else ""))
 
 
 def parse_limit_info(header: str | None) -> tuple[int, int] | None:
@@ -69,6 +143,25 @@ def parse_limit_info(header: str | None) -> tuple[int, int] | None:
     return None
 
 
+def _login_failure(hook, exc) -> str:
+    """One line on a refused login: the Airflow connection, its user and login domain,
+    Salesforce's code and message, and what to check (no password, token or key)."""
+    conn = hook.get_connection(hook.conn_id)
+    extras = conn.extra_dejson
+    domain = hook._get_field(extras, "domain") or "login"  # simple-salesforce's default
+    if hook._get_field(extras, "consumer_key"):
+        check = ("the connected app's consumer key and secret (or the private key of its "
+                 "certificate), its permitted users and IP relaxation")
+    else:
+        check = "the user name, the password and the security token"
+    said = " ".join(f"{exc.code or ''}: {exc.auth_message}".split())[:300].rstrip(".")
+    return (f"Salesforce refused the login of Airflow connection {hook.conn_id!r} (user "
+            f"{conn.login or '(none: the connected app runs as its user)'}, login domain "
+            f"{domain}): {said}. Check {check}, the domain (login for production, test for a "
+            "sandbox, or the org's My Domain) and the user's login IP ranges. Not retried: "
+            "repeated failed logins lock the user out")
+
+
 class SalesforceClient:
     def __init__(self, sf, session: CountingSession, *, bulk_poll_seconds: float = 2.0):
         self.sf = sf
@@ -77,11 +170,26 @@ class SalesforceClient:
 
     @classmethod
     def from_connection(cls, conn_id: str, *, bulk_poll_seconds: float = 2.0) -> SalesforceClient:
+        """Log in through the Airflow connection; a refused login raises :class:`LoginFailed`,
+        and so does a refused login again after the session expired."""
         from airflow.providers.salesforce.hooks.salesforce import SalesforceHook  # heavy: on use
+        from simple_salesforce.exceptions import SalesforceAuthenticationFailed
 
         session = CountingSession()
         hook = SalesforceHook(salesforce_conn_id=conn_id, session=session)
-        return cls(hook.conn, session, bulk_poll_seconds=bulk_poll_seconds)
+
+        def log_in(login):
+            try:
+                return login()
+            except SalesforceAuthenticationFailed as exc:
+                raise LoginFailed(_login_failure(hook, exc)) from None
+
+        sf = log_in(lambda: hook.conn)
+        # simple-salesforce logs in again through this partial when a session expires (401)
+        relogin = sf._salesforce_login_partial
+        if relogin is not None:
+            sf._salesforce_login_partial = lambda: log_in(relogin)
+        return cls(sf, session, bulk_poll_seconds=bulk_poll_seconds)
 
     @property
     def api_calls(self) -> int:
