@@ -162,3 +162,28 @@ def test_names_are_checked_before_a_query_is_built():
         soql.where("IsDeleted", "=", False)], order_by=["CreatedDate DESC"], limit=1) == \
         "SELECT Id, Owner.Name FROM Contact WHERE IsDeleted = false ORDER BY CreatedDate DESC " \
         "LIMIT 1"
+
+
+@pytest.mark.parametrize("org", ["standard"], indirect=True)
+def test_a_dropped_table_is_copied_again_not_continued_from_its_cursor(sync, caplog):
+    """Issue 12 defect 3: after `DROP TABLE person` the next cycle used to recreate it empty
+    and carry on from the cursors (261 rows became 3). It copies Lead and Contact again, says
+    why, and the rows pointing at people point at the copied ones."""
+    sync.cycle("r1")
+    people = sync.mdb.scalar("SELECT count(*) FROM person")
+    members = {r["sfdc_id"]: r["sfdc_lead_id"] or r["sfdc_contact_id"] for r in sync.mdb.rows(
+        "campaign_member", "person_id IS NOT NULL")}
+    assert people > 100 and members
+    sync.mdb.execute("DROP TABLE person")
+    sync.advance(60)
+    with caplog.at_level("WARNING"):
+        sync.cycle("r2")
+    assert "Lead: its table person is gone from the marketing database; copying the object " \
+        "again" in caplog.text and "Contact: its table person is gone" in caplog.text
+    assert sync.mdb.scalar("SELECT count(*) FROM person") == people
+    relinked = {r["sfdc_id"]: r["person_id"] for r in sync.mdb.rows("campaign_member")}
+    for member, person_ref in members.items():
+        person = sync.mdb.one("person", "id = :i", i=relinked[member])
+        assert person_ref in (person["sfdc_lead_id"], person["sfdc_contact_id"]), member
+    assert sync.mdb.scalar("SELECT count(*) FROM sfsync_count WHERE run_key = 'r2' AND "
+                           "sf_object = 'Account' AND new > 0") == 0  # the rest carried on

@@ -88,6 +88,30 @@ def build_tables(catalog: Catalog) -> dict[str, sa.Table]:
     return tables
 
 
+def forget_dropped_tables(engine: Engine, catalog: Catalog) -> list[str]:
+    """Objects whose synced table is gone (dropped by hand, a restore without it) lose their
+    cursor and copy windows, so this cycle copies them again instead of carrying on from the
+    cursor into an empty new table. Returns warnings naming them."""
+    books = ensure_bookkeeping(engine)
+    mark_t, window_t = books["watermark"], books["copy_window"]
+    with engine.begin() as conn:
+        existing = set(sa.inspect(conn).get_table_names())
+        started = {o for (o,) in conn.execute(sa.select(mark_t.c.sf_object))}
+        lost = sorted(o.sf_object for o in catalog.objects.values()
+                      if o.sf_object in started and o.type.table not in existing)
+        if lost:
+            conn.execute(mark_t.delete().where(mark_t.c.sf_object.in_(lost)))
+            conn.execute(window_t.delete().where(window_t.c.sf_object.in_(lost)))
+        if "person" in catalog.tables and "person" not in existing:
+            # the copied people get new ids: the rows pointing at the old ones are linked
+            # again when the cycle ends (pull.people.link_people), stamped as the sync's write
+            for name, table in build_tables(catalog).items():
+                if name in existing and "person_id" in table.c:
+                    conn.execute(table.update().values(person_id=None))
+    return [f"{name}: its table {catalog.object(name).type.table} is gone from the marketing "
+            "database; copying the object again" for name in lost]
+
+
 def ensure_schema(engine: Engine, catalog: Catalog) -> dict[str, sa.Table]:
     """Create what is missing, add new columns, widen incompatible ones; record the data
     dictionary; install the capture triggers. Returns the synced tables as stored."""
