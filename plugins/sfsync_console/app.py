@@ -134,6 +134,14 @@ def _page(request: Request, name: str, **context) -> HTMLResponse:
                                                       "labels": LABELS, **context})
 
 
+def _form_number(form, name: str, default: str = "") -> int:
+    """A whole number from a posted form, else 400 naming the field and the value."""
+    value = str(form.get(name, default))
+    if not value.isdigit():
+        raise HTTPException(400, f"{name} must be a number, not {value!r}")
+    return int(value)
+
+
 def _csv(rows: list[dict], columns: tuple[str, ...], filename: str) -> Response:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
@@ -322,11 +330,8 @@ async def sync_person(request: Request, user: EditorUser):
     """Sync now: trigger ``salesforce_sync_now`` for one person; the page follows the run."""
     from sfsync_console import airflow_state
 
-    form = await request.form()
-    person_id = str(form.get("person_id", ""))
-    if not person_id.isdigit():
-        raise HTTPException(400, f"person_id must be a number, not {person_id!r}")
-    run_id = airflow_state.trigger_sync_now(int(person_id), user.get_name())
+    person_id = _form_number(await request.form(), "person_id")
+    run_id = airflow_state.trigger_sync_now(person_id, user.get_name())
     return RedirectResponse(f"{PREFIX}/people?" + urlencode({"q": person_id, "run": run_id}),
                             status_code=303)
 
@@ -352,12 +357,9 @@ async def backfill_missing(request: Request, user: EditorUser):
     from include.sfsync.console import copy_coverage
     from sfsync_console import airflow_state
 
-    form = await request.form()
-    months = str(form.get("months", "12"))
-    if not months.isdigit():
-        raise HTTPException(400, f"months must be a number, not {months!r}")
+    months = _form_number(await request.form(), "months", "12")
     page = f"{PREFIX}/initial-copy?months={months}"
-    coverage = copy_coverage(marketing_engine(), months=int(months))
+    coverage = copy_coverage(marketing_engine(), months=months)
     if coverage.missing_from is None:
         return RedirectResponse(page, status_code=303)
     try:

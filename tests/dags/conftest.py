@@ -14,11 +14,11 @@ from include.salesforce_emulator.demo import demo_sync_settings
 from include.salesforce_emulator.server import EmulatorServer
 
 
-@pytest.fixture
-def sync_env(tmp_path, monkeypatch):
-    """The demo org in an in-process emulator and an empty SQLite marketing database, both
-    reached through the DAGs' Airflow connections; yields (emulator info, marketing engine)."""
-    server = EmulatorServer(tmp_path / "org", port=0, seed="demo")
+def emulated_org(tmp_path, monkeypatch, *, seed: str, settings: dict | None):
+    """An in-process emulator org (``seed``) and an empty SQLite marketing database, both
+    reached through the DAGs' Airflow connections; ``settings``: the sync's configuration file
+    (None: no file, every default). Returns (server, emulator info, marketing engine)."""
+    server = EmulatorServer(tmp_path / "org", port=0, seed=seed)
     info = server.start()
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", info["ca_bundle"])
     monkeypatch.setenv("AIRFLOW_CONN_SALESFORCE_DEFAULT", json.dumps({
@@ -29,9 +29,19 @@ def sync_env(tmp_path, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_MARKETING_DB",
                        json.dumps({"conn_type": "sqlite", "host": str(database)}))
     config = tmp_path / "sfsync.yaml"
-    config.write_text(yaml.safe_dump({**demo_sync_settings(), "bulk_poll_seconds": 0}))
+    if settings is not None:
+        config.write_text(yaml.safe_dump(settings))
     monkeypatch.setenv("SFSYNC_CONFIG", str(config))
-    yield info, sa.create_engine(f"sqlite:///{database}")
+    return server, info, sa.create_engine(f"sqlite:///{database}")
+
+
+@pytest.fixture
+def sync_env(tmp_path, monkeypatch):
+    """The demo org with the demo settings; yields (emulator info, marketing engine)."""
+    server, info, engine = emulated_org(
+        tmp_path, monkeypatch, seed="demo",
+        settings={**demo_sync_settings(), "bulk_poll_seconds": 0})
+    yield info, engine
     server.stop()
 
 

@@ -5,14 +5,13 @@ missing months (one run per month, in the metadata database the scheduler reads)
 from __future__ import annotations
 
 import importlib
-import json
 from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import sqlalchemy as sa
 
-from include.salesforce_emulator.server import EmulatorServer
+from tests.dags.conftest import emulated_org
 from tests.dags.helpers import load_dag
 
 pytestmark = pytest.mark.integration
@@ -31,18 +30,8 @@ def _month_start(year: int, month: int) -> datetime:
 
 @pytest.fixture
 def standard_org(tmp_path, monkeypatch, airflow_db):
-    server = EmulatorServer(tmp_path / "org", port=0, seed="standard")
-    info = server.start()
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", info["ca_bundle"])
-    monkeypatch.setenv("AIRFLOW_CONN_SALESFORCE_DEFAULT", json.dumps({
-        "conn_type": "salesforce", "login": info["username"], "password": info["password"],
-        "extra": {"security_token": info["security_token"], "domain": info["login_domain"],
-                  "version": "59.0"}}))
-    database = tmp_path / "marketing.db"
-    monkeypatch.setenv("AIRFLOW_CONN_MARKETING_DB",
-                       json.dumps({"conn_type": "sqlite", "host": str(database)}))
-    monkeypatch.setenv("SFSYNC_CONFIG", str(tmp_path / "none.yaml"))  # every default
-    yield sa.create_engine(f"sqlite:///{database}")
+    server, _, engine = emulated_org(tmp_path, monkeypatch, seed="standard", settings=None)
+    yield engine
     server.stop()
 
 
