@@ -168,7 +168,8 @@ def settings(org: Org, req: Request) -> Response:
 def faults(org: Org, req: Request) -> Response:
     if req.method == "POST":
         body = _body(req)
-        allowed = {"endpoint", "kind", "count", "delay_seconds", "after"}
+        allowed = {"endpoint", "kind", "count", "delay_seconds", "after", "probability", "seed",
+                   "creates_only"}
         unknown = set(body) - allowed
         if unknown or "kind" not in body:
             raise ApiError(400, "INVALID_REQUEST", f"a fault needs 'kind' and may have "
@@ -176,7 +177,7 @@ def faults(org: Org, req: Request) -> Response:
         fault = org.add_fault(Fault(**{"endpoint": "*", **body}))
         return json_response(201, asdict(fault))
     if req.method == "DELETE":
-        org.faults.clear()
+        org.clear_faults()
     return json_response(200, [asdict(f) for f in org.faults])
 
 

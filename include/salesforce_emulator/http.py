@@ -26,6 +26,7 @@ class Request:
     params: dict[str, str] = field(default_factory=dict)  # route groups, percent-decoded
     session: dict | None = None
     internal: bool = False  # a composite sub-request
+    answer_delay: float = 0.0  # a slow_answer fault: seconds the answer waits once the call ran
 
     @property
     def version(self) -> str:

@@ -463,6 +463,19 @@ def _check_duplicate_rule(org: Org, obj: SObject, row: dict) -> None:
                                       "success": True}]}})
 
 
+def _refresh_member_copies(org: Org, where: str, value: str) -> None:
+    """Campaign members' copies of their person's fields, refreshed as Salesforce does: without
+    moving the members' SystemModstamp."""
+    cur = org.db.cursor()
+    cur.row_factory = sqlite3.Row
+    for member in cur.execute(f'SELECT * FROM "CampaignMember" WHERE {where}',
+                              (value,)).fetchall():
+        member = dict(member)
+        before = dict(member)
+        _copy_person_fields(org, member)
+        _write_changes(org, org.schema.get("CampaignMember"), before, member)
+
+
 def _write_changes(org: Org, obj: SObject, existing: dict, row: dict) -> None:
     changed = [c for c in row if row[c] != existing.get(c)]
     if changed:
@@ -479,14 +492,11 @@ def _after_write(org: Org, obj: SObject, existing: dict | None, row: dict) -> No
     if obj.name in {"Lead", "Contact"} and existing:
         watched = ("FirstName", "LastName", "Email", "Title", "OwnerId", "Company", "AccountId")
         if any(existing.get(c) != row.get(c) for c in watched):
-            cur = org.db.cursor()
-            cur.row_factory = sqlite3.Row
-            for member in cur.execute('SELECT * FROM "CampaignMember" WHERE "LeadOrContactId" = ?',
-                                      (row["Id"],)).fetchall():
-                member = dict(member)
-                before = dict(member)
-                _copy_person_fields(org, member)
-                _write_changes(org, org.schema.get("CampaignMember"), before, member)
+            _refresh_member_copies(org, '"LeadOrContactId" = ?', row["Id"])
+    if obj.name == "Account" and existing and existing.get("Name") != row.get("Name"):
+        # a contact member's CompanyOrAccount is its account's name
+        _refresh_member_copies(org, '"LeadOrContactId" IN (SELECT "Id" FROM "Contact" WHERE '
+                                    '"AccountId" = ?)', row["Id"])
     if obj.name == "Campaign" and existing is None:
         for order, (label, default, responded) in enumerate(
                 (("Sent", True, False), ("Responded", False, True)), start=1):

@@ -496,7 +496,8 @@ def _window(org: Org, req: Request) -> tuple[datetime, datetime, datetime]:
         if value is None:
             raise ApiError(400, "INVALID_REPLICATION_DATE",
                            f"{name} must be a valid dateTime with a time zone: {q.get(name)!r}")
-    start, end = start.replace(second=0), end.replace(second=0)
+    grain = org.settings.replication_granularity_seconds
+    start, end = _cut(start, grain), _cut(end, grain)
     now = org.now()
     if start >= end:
         raise ApiError(400, "INVALID_REPLICATION_DATE", "startDate must chronologically precede "
@@ -505,8 +506,16 @@ def _window(org: Org, req: Request) -> tuple[datetime, datetime, datetime]:
         raise ApiError(400, "INVALID_REPLICATION_DATE", "startDate cannot be more than "
                        f"{org.settings.replication_window_days} days ago")
     latest = min(end, now - timedelta(seconds=org.settings.latest_date_lag_seconds))
-    latest = latest.replace(second=0)
+    latest = _cut(latest, grain)
     return start, end, latest
+
+
+def _cut(value: datetime, grain: int) -> datetime:
+    """``value`` cut to the replication endpoints' granularity (Salesforce: the minute)."""
+    if grain == 60:
+        return value.replace(second=0)
+    seconds = value.second - value.second % max(1, grain)
+    return value.replace(second=seconds, microsecond=0)
 
 
 def updated(org: Org, req: Request) -> Response:

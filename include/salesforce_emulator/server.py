@@ -118,6 +118,18 @@ _MALFORMED = {
 }
 
 
+def _creates(endpoint: str, req: Request) -> bool:
+    """Whether the request creates records (faults may be armed on creates only): a create,
+    a collection of creates, or an upsert by external id (single or collection)."""
+    if endpoint == "sobject.create":
+        return True
+    if endpoint == "composite.sobjects":
+        return req.method == "POST" or (req.method == "PATCH" and bool(req.params.get("f")))
+    if endpoint == "sobject.externalId":
+        return req.method == "PATCH" or (req.method == "POST" and not req.params.get("val"))
+    return False
+
+
 class Dispatcher:
     def __init__(self, org: Org):
         self.org = org
@@ -161,23 +173,24 @@ class Dispatcher:
         if not MIN_VERSION <= version <= MAX_VERSION:
             raise not_found()
         delay = 0.0
+        create = _creates(route.endpoint, req)
         with org.lock:
             if req.session is None:
                 token = auth.bearer_token(req)
                 req.session = org.check_session(token)
-                if org.take_fault(route.endpoint, {"session_expiry"}):
+                if org.take_fault(route.endpoint, {"session_expiry"}, create=create):
                     org.expire_sessions(token)
                     raise ApiError(401, "INVALID_SESSION_ID", "Session expired or invalid")
-            if org.take_fault(route.endpoint, {"request_limit"}):
+            if org.take_fault(route.endpoint, {"request_limit"}, create=create):
                 raise ApiError(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
             org.purge_expired()
             if count:
                 org.count_call(route.endpoint,
                                api_calls=0 if route.endpoint == "composite.batch" else 1)
-            server_error = org.take_fault(route.endpoint, {"http_500", "http_503"})
+            server_error = org.take_fault(route.endpoint, {"http_500", "http_503"}, create=create)
             if server_error:
                 raise _SERVER_ERRORS[server_error.kind]
-            slow = org.take_fault(route.endpoint, {"slow"})
+            slow = org.take_fault(route.endpoint, {"slow"}, create=create)
             if slow:
                 delay = slow.delay_seconds
         if delay:
@@ -185,10 +198,19 @@ class Dispatcher:
         with org.lock:
             response = self._call(route, req)
             response.headers.setdefault("Sforce-Limit-Info", org.limit_info())
+            # the call ran (and committed): its answer may be held back, as a slow network or
+            # a busy server does; a client that dies meanwhile never learns what it did
+            late = org.take_fault(route.endpoint, {"slow_answer"}, create=create)
+            if late:
+                req.answer_delay = max(req.answer_delay, late.delay_seconds)
             # a composite's sub-requests answer inside its JSON: only a whole answer is mangled
             malformed = None if req.internal or response.status >= 300 else org.take_fault(
                 route.endpoint, set(_MALFORMED))
-            return _MALFORMED[malformed.kind](response) if malformed else response
+            if malformed:
+                response = _MALFORMED[malformed.kind](response)
+        if req.answer_delay and not req.internal:  # outside the lock: the org serves others
+            time.sleep(req.answer_delay)
+        return response
 
     def sub_request(self, parent: Request, method: str, url: str, body, *, count: bool) -> Response:
         """A composite or batch sub-request, run with the parent's session."""
@@ -206,6 +228,8 @@ class Dispatcher:
             response = error_response(err)
             response.headers.setdefault("Sforce-Limit-Info", self.org.limit_info())
             return response
+        finally:  # a held-back answer holds back the whole composite's
+            parent.answer_delay = max(parent.answer_delay, sub.answer_delay)
 
 
 class AsgiApp:

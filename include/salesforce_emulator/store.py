@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import secrets
 import sqlite3
 import threading
@@ -52,6 +53,11 @@ class Settings:
     max_open_locators: int = 10  # per user; opening another evicts the least recently used
     # The updated/deleted endpoints cover changes up to now minus this lag (``[unverified]``).
     latest_date_lag_seconds: int = 0
+    # The replication endpoints (updated/deleted) work in whole minutes, as Salesforce's do:
+    # start, end and latestDateCovered are cut to this many seconds. A smaller value lets a
+    # test run cycles seconds apart without moving the org's clock away from the database's
+    # (the chaos run uses 1); 60 is Salesforce.
+    replication_granularity_seconds: int = 60
     # Standard duplicate rules: when true, creating a Lead/Contact whose e-mail matches an
     # existing Lead or Contact fails with DUPLICATES_DETECTED (real orgs can be set to block).
     block_duplicates: bool = False
@@ -65,11 +71,18 @@ class Settings:
 @dataclass
 class Fault:
     endpoint: str  # endpoint key (see server.ROUTES) or "*"
-    kind: str  # http_500, http_503, slow, session_expiry, request_limit, unable_to_lock_row,
-    #            query_timeout, html_page, empty_body, truncated_json
+    kind: str  # http_500, http_503, slow, slow_answer, session_expiry, request_limit,
+    #            unable_to_lock_row, query_timeout, html_page, empty_body, truncated_json
     count: int = 1  # how many times it fires (per request or per record)
-    delay_seconds: float = 0.0
+    delay_seconds: float = 0.0  # slow: before the call runs; slow_answer: after it ran
     after: int = 0  # let this many matching requests through first
+    # Each matching request (or record) draws: the fault fires with this probability, from a
+    # random sequence seeded by ``seed`` (the same requests in the same order fire alike).
+    probability: float = 1.0
+    seed: int | None = None
+    # Only calls that create records: POST of sobject.create or composite.sobjects, and
+    # upserts (PATCH by external id, single or collection), also as composite sub-requests.
+    creates_only: bool = False
     fired: int = 0
     id: str = field(default_factory=lambda: secrets.token_hex(4))
 
@@ -77,7 +90,7 @@ class Fault:
 ORG_NAMES = {"demo": "sfsync Demo Org", "standard": "Standard Enterprise Org",
              "mature": "Mature Customised Org"}
 
-FAULT_KINDS = {"http_500", "http_503", "slow", "session_expiry", "request_limit",
+FAULT_KINDS = {"http_500", "http_503", "slow", "slow_answer", "session_expiry", "request_limit",
                "unable_to_lock_row", "query_timeout", "html_page", "empty_body", "truncated_json"}
 
 
@@ -120,6 +133,7 @@ class Org:
         self.calls: dict[str, int] = usage.get("calls", {})
         self.sessions: dict[str, dict] = {}
         self.faults: list[Fault] = []
+        self.fault_draws: dict[str, random.Random] = {}  # fault id -> its seeded draws
         self.cursors: dict[str, dict] = {}
         self.jobs: dict[str, dict] = {}
         self.instance_url = "https://127.0.0.1"  # set by the server once it knows its port
@@ -281,19 +295,36 @@ class Org:
         if fault.kind not in FAULT_KINDS:
             raise errors.ApiError(400, "INVALID_FAULT", f"unknown fault kind {fault.kind!r}; "
                                   f"expected one of {sorted(FAULT_KINDS)}")
+        if isinstance(fault.probability, bool) or not isinstance(fault.probability, int | float) \
+                or not 0 < fault.probability <= 1:
+            raise errors.ApiError(400, "INVALID_FAULT", "probability must be a number in (0, 1], "
+                                  f"not {fault.probability!r}")
         self.faults.append(fault)
+        if fault.probability < 1:
+            self.fault_draws[fault.id] = random.Random(fault.seed)
         return fault
 
-    def take_fault(self, endpoint: str, kinds: set[str]) -> Fault | None:
-        """The next armed fault of one of ``kinds`` for ``endpoint``, consuming one firing."""
+    def clear_faults(self) -> None:
+        self.faults.clear()
+        self.fault_draws.clear()
+
+    def take_fault(self, endpoint: str, kinds: set[str], *, create: bool = False
+                   ) -> Fault | None:
+        """The next armed fault of one of ``kinds`` for ``endpoint``, consuming one firing
+        (``create``: the request creates records, for faults armed on creates only)."""
         for fault in self.faults:
-            if fault.kind in kinds and fault.endpoint in (endpoint, "*"):
+            if fault.kind in kinds and fault.endpoint in (endpoint, "*") \
+                    and (create or not fault.creates_only):
                 if fault.after > 0:
                     fault.after -= 1
+                    continue
+                draws = self.fault_draws.get(fault.id)
+                if draws is not None and draws.random() >= fault.probability:
                     continue
                 fault.fired += 1
                 if fault.fired >= fault.count:
                     self.faults.remove(fault)
+                    self.fault_draws.pop(fault.id, None)
                 return fault
         return None
 

@@ -43,16 +43,16 @@ import sqlalchemy as sa
 import yaml
 from tabulate import tabulate
 
-from include.sfsync.catalog import build_catalog
+from include.sfsync.catalog import CREATE_KEY_OBJECTS, build_catalog
 from include.sfsync.config import load_config
 from include.sfsync.console import release, sync_state
 from include.sfsync.context import new_client, open_context
-from include.sfsync.errors import ConfigError
-from include.sfsync.objects import ALL_OBJECTS, object_names
+from include.sfsync.errors import ConfigError, MarketingDatabaseError
+from include.sfsync.objects import ALL_OBJECTS, STANDARD_OBJECTS, object_names
 from include.sfsync.report import counts_table
 from include.sfsync.salesforce import soql
 from include.sfsync.salesforce.client import daily_api_usage
-from include.sfsync.store.engine import engine_for, reader, utcnow
+from include.sfsync.store.engine import database_problem, engine_for, reader, utcnow
 from include.sfsync.store.ledger import mark_failed, repoint_org
 from include.sfsync.store.outbox import PENDING, outbox_t
 
@@ -119,8 +119,33 @@ def connect() -> str:
     lines.append(f"The sync user sees {len(visible)} objects; of the {len(wanted)} the "
                  "configuration syncs, " + ("all are visible." if not missing else
                                             f"not visible: {', '.join(missing)}."))
+    lines.append(create_key_check(client, config.push.create_key_field,
+                                  [o for o in CREATE_KEY_OBJECTS if o in visible]))
     lines.append(f"This check made {client.api_calls} API calls.")
     return "\n".join(lines)
+
+
+def create_key_check(client, field: str | None, objects: list[str]) -> str:
+    """Whether the objects have the create key field, set up as the README says (one
+    /composite call for their describes)."""
+    if not field or not objects:
+        return "Create key field: none configured (push.create_key_field): a create retried " \
+            "after a crash looks up what it sent first."
+    results = client.composite([{"url": f"/sobjects/{o}/describe"} for o in objects])
+    problems = []
+    for sobject, result in zip(objects, results, strict=True):
+        meta = next((f for f in (result["body"] or {}).get("fields", [])
+                     if isinstance(result["body"], dict) and f["name"] == field), None)
+        if meta is None:
+            problems.append(f"{sobject}: missing")
+        elif not (meta.get("externalId") and meta["type"] == "string"):
+            problems.append(f"{sobject}: not a Text field marked External ID")
+        elif not (meta.get("createable") and meta.get("updateable")):
+            problems.append(f"{sobject}: the sync user cannot edit it")
+    if not problems:
+        return f"Create key field {field}: set up on {', '.join(objects)}."
+    return (f"Create key field {field} (push.create_key_field): {'; '.join(problems)}. Creates "
+            "there look up what a lost call made instead (README: Set up the org).")
 
 
 def _sync_user(conn_id: str) -> str:
@@ -227,12 +252,25 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - a command line answers in one line
         if os.environ.get("SFSYNC_DEBUG"):
             raise
+        if isinstance(exc, (sa.exc.DBAPIError, sa.exc.NoSuchTableError)):
+            exc = MarketingDatabaseError(_database_problem(exc))
         print(f"error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
               file=sys.stderr)
         return 2
     finally:
         if len(_stdout) > 1:
             _stdout.pop()
+
+
+def _database_problem(exc: Exception) -> str:
+    """The marketing database's error in one line, naming its Airflow connection."""
+    conn_id, url = "marketing_db", None
+    try:
+        conn_id = load_config().marketing_conn_id
+        url = engine_for(conn_id).url.render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - the database's own error is the one to report
+        pass
+    return database_problem(conn_id, url, exc)
 
 
 def _main(argv: list[str] | None) -> int:
@@ -282,6 +320,9 @@ def _main(argv: list[str] | None) -> int:
     if args.command == "release":
         if args.quarantined == bool(args.table and args.row_id is not None):
             parser.error("give either --table and --row-id, or --quarantined")
+        two_way = sorted({o.table for o in STANDARD_OBJECTS if o.two_way})
+        if args.table and args.table not in two_way:  # a typo must not release nothing, quietly
+            raise ConfigError(f"--table {args.table}: not a two-way table ({', '.join(two_way)})")
         n = release(engine, table=args.table, row_id=args.row_id)
         answer(f"{n} change(s) will be pushed again at the next cycle.")
         return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from include.sfsync.config import SyncConfig, SyncFilter
 from include.sfsync.errors import ConfigError
@@ -26,6 +27,7 @@ from include.sfsync.objects import (
     object_types,
     snake,
 )
+from include.sfsync.values import parse_sf_datetime, parse_value, same
 
 # Contact fields that mean the same as a Lead field share the lead's column.
 PERSON_SHARED = {"MailingStreet": "street", "MailingCity": "city", "MailingState": "state",
@@ -38,6 +40,11 @@ PERSON_COPIES = {"CampaignMember": {
     "FirstName", "HasOptedOutOfEmail", "HasOptedOutOfFax", "LastName", "LeadOrContactOwnerId",
     "LeadSource", "MobilePhone", "Name", "Phone", "PostalCode", "Salutation", "State", "Street",
     "Title"}}
+# Objects the push creates records of that carry the row's key (push.create_key_field):
+# Contact gets it from its lead when the admin maps the field for lead conversion.
+CREATE_KEY_OBJECTS = ("Lead", "Contact", "Campaign")
+# Salesforce's CreatedDate against this machine's clock, when a record is matched to a create
+CREATE_CLOCK_SKEW = timedelta(minutes=10)
 # Address and geolocation compounds are views over their component fields (which are synced).
 COMPOUND_TYPES = {"address", "location"}
 UNSTORABLE_TYPES = {"base64", "anyType", "complexvalue"}
@@ -94,6 +101,8 @@ class ObjectCatalog:
     fields: list[FieldMap]
     filters: list[SyncFilter]
     describe_fields: dict[str, dict] = field(default_factory=dict)
+    # The org's External ID field creates are upserted on (push.create_key_field), if it has one
+    create_key: str | None = None
 
     @property
     def sf_object(self) -> str:
@@ -114,10 +123,28 @@ class ObjectCatalog:
         """Fields to SELECT: every synced field plus what loading and filtering need."""
         wanted = [f.sf_field for f in self.synced]
         extra = list(processing_fields(self.sf_object)) + [flt.field for flt in self.filters]
+        if self.create_key:
+            extra.append(self.create_key)  # the pull recognises what a lost create made
         for name in extra:
             if name in self.describe_fields and name not in wanted:
                 wanted.append(name)
         return wanted
+
+
+    def carries(self, sent: dict, rec: dict, sent_at: datetime | None = None) -> bool:
+        """Whether record ``rec`` is what a create that sent ``sent`` (at ``sent_at``) made: the
+        same key (in the create key field), or, without one, created since and carrying the
+        same value in every field sent."""
+        if self.create_key and sent.get(self.create_key):
+            return rec.get(self.create_key) == sent[self.create_key]
+        if sent_at is not None and rec.get("CreatedDate") and \
+                parse_sf_datetime(rec["CreatedDate"]) < sent_at - CREATE_CLOCK_SKEW:
+            return False
+        types = {name: meta["type"] for name, meta in self.describe_fields.items()}
+        return bool(sent) and all(
+            name in rec and same(parse_value(types.get(name, "string"), value),
+                                 parse_value(types.get(name, "string"), rec[name]))
+            for name, value in sent.items())
 
 
 @dataclass
@@ -213,7 +240,8 @@ def build_catalog(describes: dict[str, dict], config: SyncConfig) -> Catalog:
         by_name = {f["name"]: f for f in describe["fields"]}
         fields = _map_fields(obj, by_name, config, problems)
         filters = [flt for flt in config.sync_filters if flt.object == obj.sf_object]
-        objects[obj.sf_object] = ObjectCatalog(obj, fields, filters, by_name)
+        key = _create_key(obj, by_name, config, warnings)
+        objects[obj.sf_object] = ObjectCatalog(obj, fields, filters, by_name, key)
         table = tables.setdefault(obj.table, {})
         for f in fields:
             if not f.synced:
@@ -231,6 +259,21 @@ def build_catalog(describes: dict[str, dict], config: SyncConfig) -> Catalog:
     if problems:
         raise ConfigError("; ".join(problems))
     return Catalog(objects, tables, config, warnings)
+
+
+def _create_key(obj: ObjectType, by_name: dict[str, dict], config: SyncConfig,
+                warnings: list[str]) -> str | None:
+    """The object's create key field, if the org has a usable one (see ``CREATE_KEY_OBJECTS``)."""
+    name = config.push.create_key_field
+    meta = by_name.get(name or "")
+    if obj.sf_object not in CREATE_KEY_OBJECTS or meta is None:
+        return None
+    if not meta.get("externalId") or not meta.get("createable") or meta["type"] != "string":
+        warnings.append(f"push.create_key_field: {obj.sf_object}.{name} is not a Text field marked "
+                        "External ID that the sync user can edit: creates look up what a lost "
+                        "call may have made instead (README: Set up the org)")
+        return None
+    return name
 
 
 def _map_fields(obj: ObjectType, by_name: dict[str, dict], config: SyncConfig,
@@ -253,7 +296,10 @@ def _map_fields(obj: ObjectType, by_name: dict[str, dict], config: SyncConfig,
             column = config.mappings[key] or None
             synced, reason = (True, "mapped in config") if column else \
                 (False, "unmapped in config (mappings)")
-        if name in hidden:
+        if name == config.push.create_key_field:
+            synced, reason = False, ("the sync's own key for idempotent creates "
+                                     "(push.create_key_field)")
+        elif name in hidden:
             synced, reason = False, "hidden in config (hidden_fields)"
         elif sf_type in COMPOUND_TYPES:
             synced, reason = False, ("compound field (the Bulk API cannot read it): its "

@@ -111,6 +111,10 @@ class PushSettings(_Strict):
     # Retries, within the cycle, of records that failed for a transient reason (row locks).
     transient_retries: int = Field(2, ge=0, le=10)
     activities: ActivityPush = ActivityPush()
+    # The External ID field the admin adds to Lead, Contact and Campaign (README: "Set up the
+    # org"): creates are upserts on it, so a create retried after a crash finds the record the
+    # lost call made. Where it is missing, a retried create first looks for what it sent.
+    create_key_field: str | None = Field("Sfsync_Key__c", pattern=r"^[A-Za-z][A-Za-z0-9_]*__c$")
     # Value maps applied before writing, per "Object.Field": a built-in map's name
     # (us_states, countries) or {"value as stored": "value Salesforce accepts"}.
     value_maps: dict[str, str | dict[str, str]] = {
@@ -196,7 +200,12 @@ def load_config(path: Path | str | None = None, overrides: dict[str, Any] | None
     data: dict[str, Any] = {}
     if path.exists():
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text: byte {exc.object[exc.start:exc.start + 1]!r}"
+                              f" at position {exc.start}; save the file as UTF-8") from None
+        except OSError as exc:  # a directory, no permission to read it
+            raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}") from None
         except yaml.YAMLError as exc:
             # one line: PyYAML's message spans several, with the offending text
             mark = getattr(exc, "problem_mark", None)

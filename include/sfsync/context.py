@@ -22,7 +22,7 @@ from include.sfsync.store.ledger import check_org
 from include.sfsync.store.schema import (
     build_tables,
     ensure_schema,
-    forget_dropped_tables,
+    forget_lost_tables,
     match_database,
     store_describes,
     stored_describes,
@@ -77,6 +77,6 @@ def sync_schema(engine: Engine, client: SalesforceClient, config: SyncConfig) ->
     describes = client.describe_all(object_names(config.custom_objects))
     store_describes(engine, describes)
     catalog = build_catalog(describes, config)
-    catalog.warnings.extend(forget_dropped_tables(engine, catalog))  # before it recreates them
+    catalog.warnings.extend(forget_lost_tables(engine, catalog))  # before it recreates them
     ensure_schema(engine, catalog)
     return catalog

@@ -47,6 +47,23 @@ class SalesforceCallError(RuntimeError):
         self.code = code
 
 
+class SalesforceUnreachable(SalesforceCallError):
+    """A call got no answer from Salesforce: the connection was refused or reset, or the answer
+    did not come in time. The message names the call and its objects (or, for a login, the
+    Airflow connection); the task retries, as after a 5xx."""
+
+    def __init__(self, what: str, cause: str):
+        RuntimeError.__init__(self, f"{what}: no answer: {cause}")
+        self.cause = cause
+        self.status = None
+        self.code = None
+
+
+class MarketingDatabaseError(RuntimeError):
+    """The marketing database refused a step's work (unreachable, read-only, locked, a table
+    missing); the message names its Airflow connection and the table. The task retries."""
+
+
 class WriteInterrupted(RuntimeError):
     """A call failed in the middle of a write. ``outcomes``: what the calls before it already
     did (keys of ``write_with_retries``, or positions for ``write_records``): records created

@@ -26,6 +26,7 @@ from include.sfsync.pull.filters import filter_records
 from include.sfsync.pull.load import Counts, Loader
 from include.sfsync.salesforce import reads, soql
 from include.sfsync.salesforce.soql import soql_datetime
+from include.sfsync.store.capture import record_rows
 from include.sfsync.store.engine import reader, utcnow
 from include.sfsync.store.ledger import COUNT_KEYS, add_api_calls, record_counts
 from include.sfsync.values import parse_sf_datetime
@@ -133,6 +134,7 @@ def copy_window(ctx: SyncContext, run_key: str, sf_object: str,
             conn.exec_driver_sql(f'ANALYZE "{obj.type.table}"')
     with ctx.engine.begin() as conn:
         conn.execute(window_t.update().where(*key).values(status="done", finished_at=utcnow()))
+        record_rows(conn, obj.type.table)  # the next run checks none vanish without a trace
         _record(conn, count_t, run_key, sf_object, counts, client.api_calls - calls_before)
     add_api_calls(ctx.engine, run_key, client.api_calls - calls_before, client.api_usage)
     log.info("%s: done. %s", label, progress.line())

@@ -4,7 +4,8 @@
   appeared in Salesforce) has history the incremental cursor will never bring back; its values
   are read for every record (``SELECT Id, Field ...``) and written to just that column;
 * **formula refresh**: formula fields opted in with ``formula_fields.include`` change without
-  ``SystemModstamp``; they are re-read every ``formula_fields.refresh_minutes``;
+  ``SystemModstamp``; they are re-read every ``formula_fields.refresh_minutes`` (and so are
+  campaign-member copies of person fields, when mapped);
 * **Id-set reconciliation**: every ``reconcile_hours``, the ids Salesforce still has are compared
   with the marketing database; rows whose record is gone (purged, hard-deleted beyond the deleted
   endpoint's window) are flagged deleted.
@@ -18,6 +19,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 from more_itertools import chunked
 
+from include.sfsync.catalog import PERSON_COPIES
 from include.sfsync.context import SyncContext
 from include.sfsync.salesforce import reads, soql
 from include.sfsync.store.engine import reader, utcnow
@@ -90,7 +92,10 @@ def recopy_new_fields(ctx: SyncContext) -> dict[str, int]:
 
 
 def refresh_formulas(ctx: SyncContext, *, force: bool = False) -> dict[str, int]:
-    """Re-read opted-in formula fields when their refresh interval has passed."""
+    """Re-read opted-in formula fields when their refresh interval has passed, and the mapped
+    campaign-member copies of person fields (``catalog.PERSON_COPIES``), which change without
+    SystemModstamp too (the pull takes most of them from the person's record as it loads; not,
+    for instance, a contact member's account name)."""
     mark_t = ctx.books["watermark"]
     every = timedelta(minutes=ctx.config.formula_fields.refresh_minutes)
     wanted: dict[str, list[str]] = {}
@@ -98,6 +103,12 @@ def refresh_formulas(ctx: SyncContext, *, force: bool = False) -> dict[str, int]
         sf_object, field = key.split(".", 1)
         if sf_object in ctx.catalog.objects:  # else: not in this org (a catalog warning)
             wanted.setdefault(sf_object, []).append(field)
+    for sf_object, fields in PERSON_COPIES.items():
+        if sf_object in ctx.catalog.objects:
+            copies = [f.sf_field for f in ctx.catalog.object(sf_object).synced
+                      if f.sf_field in fields]
+            if copies:
+                wanted.setdefault(sf_object, []).extend(copies)
     done = {}
     for sf_object, fields in wanted.items():
         with reader(ctx.engine).connect() as conn:

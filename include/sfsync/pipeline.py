@@ -15,6 +15,7 @@ incremental cycle in-process, as the DAG does, for scripts and tests.
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import datetime
 
@@ -24,7 +25,12 @@ from sqlalchemy.engine import Engine
 from include.sfsync import initial, maintenance
 from include.sfsync.config import SyncConfig, load_config
 from include.sfsync.context import SyncContext, connect, new_client, open_context, sync_schema
-from include.sfsync.errors import InputError, NotPreparedError, RecordsRejected
+from include.sfsync.errors import (
+    InputError,
+    MarketingDatabaseError,
+    NotPreparedError,
+    RecordsRejected,
+)
 from include.sfsync.objects import ALL_OBJECTS, PEOPLE, object_names
 from include.sfsync.pull import extract as X
 from include.sfsync.pull.dedupe import find_duplicates
@@ -37,11 +43,38 @@ from include.sfsync.push.people import create_people, push_people, repull_people
 from include.sfsync.salesforce.client import SalesforceClient
 from include.sfsync.steps import PUSH_STEPS
 from include.sfsync.store import ledger, outbox
-from include.sfsync.store.engine import reader
+from include.sfsync.store.engine import database_problem, engine_for, reader
 from include.sfsync.store.schema import described_objects
 from include.sfsync.store.tables import BOOKS
 
 log = logging.getLogger(__name__)
+
+
+def names_the_database(step):
+    """A step whose marketing database fails it (unreachable, read-only, locked, a table
+    missing) raises :class:`MarketingDatabaseError`: one line naming the Airflow connection and
+    the table (``store.engine.database_problem``), never the statement's values."""
+
+    @functools.wraps(step)
+    def run(*args, **kwargs):
+        try:
+            return step(*args, **kwargs)
+        except (sa.exc.DBAPIError, sa.exc.NoSuchTableError) as exc:
+            config, engine = kwargs.get("config"), kwargs.get("engine")
+            for value in (*args, *kwargs.values()):
+                if isinstance(value, SyncContext):
+                    config, engine = value.config, value.engine
+            try:
+                conn_id = (config or load_config()).marketing_conn_id
+                engine = engine or engine_for(conn_id)
+            except Exception:  # noqa: BLE001 - the database's own error is the one to report
+                conn_id = getattr(config, "marketing_conn_id", "marketing_db")
+            url = engine.url.render_as_string(hide_password=True) if engine is not None else None
+            raise MarketingDatabaseError(database_problem(conn_id, url, exc)) from exc
+
+    return run
+
+
 # The push steps by name (steps.PUSH_STEPS is the registry; the DAG and the operators read it).
 PUSH_FUNCTIONS = {"create_people": create_people, "people": push_people,
                   "campaigns": push_campaigns, "campaign_members": push_campaign_members,
@@ -51,6 +84,7 @@ assert tuple(PUSH_FUNCTIONS) == PUSH_STEPS, "every push step needs its function,
 
 # --- the incremental cycle ------------------------------------------------------------------
 
+@names_the_database
 def prepare(run_key: str, *, dag_id: str = "salesforce_incremental_sync",
             config: SyncConfig | None = None, engine: Engine | None = None,
             client: SalesforceClient | None = None) -> dict:
@@ -78,6 +112,7 @@ def prepare(run_key: str, *, dag_id: str = "salesforce_incremental_sync",
             "api_calls": calls, "warnings": catalog.warnings}
 
 
+@names_the_database
 def extract_object(run_key: str, sf_object: str, ctx: SyncContext | None = None) -> dict:
     ctx = ctx or open_context()
     result = X.extract(ctx.client, ctx.engine, ctx.books, ctx.catalog, run_key, sf_object,
@@ -89,12 +124,14 @@ def extract_object(run_key: str, sf_object: str, ctx: SyncContext | None = None)
             "api_calls": 0 if result.skipped_calls else result.api_calls}
 
 
+@names_the_database
 def filter_object(run_key: str, sf_object: str, ctx: SyncContext | None = None) -> dict:
     """Apply sync filters and drop unsynced fields in staging; record the Skipped count."""
     ctx = ctx or open_context()
     return filter_staged(ctx.engine, ctx.catalog, run_key, sf_object)
 
 
+@names_the_database
 def load_object(run_key: str, sf_object: str, ctx: SyncContext | None = None) -> dict:
     ctx = ctx or open_context()
     with reader(ctx.engine).connect() as conn:
@@ -109,6 +146,7 @@ def load_object(run_key: str, sf_object: str, ctx: SyncContext | None = None) ->
     return {"object": sf_object, **counts}
 
 
+@names_the_database
 def dedupe_people(run_key: str, ctx: SyncContext | None = None) -> dict:
     """Record duplicate people; skipped when this run changed no lead or contact (the check
     reads every person, which is most of an idle cycle's time on a large database)."""
@@ -124,6 +162,7 @@ def dedupe_people(run_key: str, ctx: SyncContext | None = None) -> dict:
                            list(ctx.config.dedupe_rules))
 
 
+@names_the_database
 def push(run_key: str, step: str, ctx: SyncContext | None = None) -> dict:
     """One push step (``steps.PUSH_STEPS``); zero API calls when nothing changed."""
     ctx = ctx or open_context()
@@ -139,11 +178,13 @@ def push(run_key: str, step: str, ctx: SyncContext | None = None) -> dict:
     return result
 
 
+@names_the_database
 def maintain(run_key: str, ctx: SyncContext | None = None) -> dict:
     """Field re-copies, formula refreshes and Id-set reconciliation, when due."""
     return maintenance.maintain(run_key, ctx or open_context())
 
 
+@names_the_database
 def finish(run_key: str, ctx: SyncContext | None = None, *, status: str = "success",
            message: str | None = None) -> dict:
     """Link late-arriving people, close the run, clean the staging."""
@@ -160,6 +201,7 @@ def finish(run_key: str, ctx: SyncContext | None = None, *, status: str = "succe
     return {"run_key": run_key, "counts": counts, "api_calls": calls, "people_linked": linked}
 
 
+@names_the_database
 def run_cycle(run_key: str, *, config: SyncConfig | None = None, engine: Engine | None = None,
               client: SalesforceClient | None = None) -> dict:
     """Every step in order, in-process: what the incremental DAG does, for scripts and tests."""
@@ -177,6 +219,7 @@ def run_cycle(run_key: str, *, config: SyncConfig | None = None, engine: Engine 
 
 # --- sync now ---------------------------------------------------------------------------------
 
+@names_the_database
 def sync_now(run_key: str, *, person_ids=(), emails=(), config: SyncConfig | None = None,
              engine: Engine | None = None, client: SalesforceClient | None = None) -> dict:
     """"Sync with SFDC" for a few people: push their changes (creating them in Salesforce if
@@ -228,6 +271,7 @@ def sync_now(run_key: str, *, person_ids=(), emails=(), config: SyncConfig | Non
 
 # --- the initial copy -------------------------------------------------------------------------
 
+@names_the_database
 def prepare_copy(run_key: str, objects: list[str], *, dag_id: str = "salesforce_initial_sync",
                  config: SyncConfig | None = None, engine: Engine | None = None,
                  client: SalesforceClient | None = None) -> list[str]:
@@ -252,6 +296,7 @@ def prepare_copy(run_key: str, objects: list[str], *, dag_id: str = "salesforce_
     return [name for name in known if name in objects and name in catalog.objects]
 
 
+@names_the_database
 def copy_object(run_key: str, sf_object: str, created_from: datetime | None,
                 created_to: datetime | None, ctx: SyncContext | None = None) -> dict:
     """Copy one object's records created in the window (resumable; see ``initial``)."""
@@ -259,6 +304,7 @@ def copy_object(run_key: str, sf_object: str, created_from: datetime | None,
                                created_to)
 
 
+@names_the_database
 def finish_copy(run_key: str, objects: list[str], ctx: SyncContext | None = None) -> dict:
     """Link people that arrived after their rows, start cursors where history is complete."""
     ctx = ctx or open_context()

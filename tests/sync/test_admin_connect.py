@@ -24,7 +24,28 @@ def test_connect_names_the_org_the_user_the_usage_and_what_is_not_visible(org, t
     assert f"Sync user: {org.info['username']}" in out
     assert "of 15,000" in out
     assert "of the 12 the configuration syncs, not visible: Nope__c." in out, out
-    assert "This check made 3 API calls." in out
+    assert "Create key field Sfsync_Key__c (push.create_key_field): Lead: missing; " \
+        "Contact: missing; Campaign: missing." in out, out
+    assert "This check made 4 API calls." in out
+
+
+@pytest.mark.parametrize("org", ["standard"], indirect=True)
+def test_connect_checks_the_create_key_field_set_up(org, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("SFSYNC_CONFIG", str(tmp_path / "none.yaml"))
+    spec = {"name": "Sfsync_Key__c", "type": "string", "length": 64, "external_id": True,
+            "unique": True}
+    org.control("POST", "/schema/Lead/fields", json=spec)
+    org.control("POST", "/schema/Contact/fields", json={**spec, "external_id": False})
+    assert admin.main(["connect"]) == 0
+    out = capsys.readouterr().out
+    assert "Create key field Sfsync_Key__c (push.create_key_field): Contact: not a Text field " \
+        "marked External ID; Campaign: missing. Creates there look up what a lost call made " \
+        "instead (README: Set up the org)." in out, out
+    org.control("PATCH", "/schema/Contact/fields/Sfsync_Key__c", json={"external_id": True})
+    org.control("POST", "/schema/Campaign/fields", json=spec)
+    assert admin.main(["connect"]) == 0
+    assert "Create key field Sfsync_Key__c: set up on Lead, Contact, Campaign." in \
+        capsys.readouterr().out
 
 
 def test_connect_with_a_bad_password_is_one_line(org, monkeypatch, capsys):

@@ -187,3 +187,41 @@ def test_a_dropped_table_is_copied_again_not_continued_from_its_cursor(sync, cap
         assert person_ref in (person["sfdc_lead_id"], person["sfdc_contact_id"]), member
     assert sync.mdb.scalar("SELECT count(*) FROM sfsync_count WHERE run_key = 'r2' AND "
                            "sf_object = 'Account' AND new > 0") == 0  # the rest carried on
+
+
+@pytest.mark.parametrize("org", ["standard"], indirect=True)
+def test_rows_lost_without_a_trace_are_copied_again_deletes_the_triggers_saw_are_not(sync,
+                                                                                     caplog):
+    """Issue 12: a synced table that loses rows the sync wrote (a DELETE on a one-way table, a
+    TRUNCATE or a delete the triggers did not see on a two-way one) is copied again at the next
+    cycle, and the log says why; a person deleted with the triggers on stays deleted."""
+    from include.sfsync.store.capture import remove_triggers
+
+    sync.cycle("r1")
+    accounts = sync.mdb.scalar("SELECT count(*) FROM company")
+    people = sync.mdb.scalar("SELECT count(*) FROM person")
+    assert accounts > 10 and people > 10
+    sync.mdb.execute("DELETE FROM company WHERE id IN (SELECT id FROM company ORDER BY id "
+                     "LIMIT 5)")
+    remove_triggers(sync.mdb.engine, ["person"])  # e.g. a TRUNCATE, or an older backup
+    sync.mdb.execute("DELETE FROM person WHERE id IN (SELECT id FROM person ORDER BY id LIMIT 7)")
+    sync.advance(60)
+    with caplog.at_level("WARNING"):
+        sync.cycle("r2")
+    assert f"Account: its table company lost rows the sync wrote without a trace (at least " \
+        f"{accounts} expected, {accounts - 5} found); copying the object again" in caplog.text
+    assert f"Lead: its table person lost rows the sync wrote without a trace (at least " \
+        f"{people} expected, {people - 7} found)" in caplog.text
+    assert sync.mdb.scalar("SELECT count(*) FROM company") == accounts
+    assert sync.mdb.scalar("SELECT count(*) FROM person") == people
+    assert sync.mdb.scalar("SELECT count(*) FROM sfsync_count WHERE run_key = 'r2' AND "
+                           "sf_object = 'Opportunity' AND new > 0") == 0  # the rest carried on
+    # a person deleted here, with the triggers on (reinstalled by r2), is a local delete: kept
+    gone = sync.mdb.rows("person", order="id")[0]
+    sync.mdb.execute("DELETE FROM person WHERE id = :i", i=gone["id"])
+    caplog.clear()
+    sync.advance(60)
+    with caplog.at_level("WARNING"):
+        sync.cycle("r3")
+    assert "without a trace" not in caplog.text
+    assert sync.mdb.scalar("SELECT count(*) FROM person") == people - 1

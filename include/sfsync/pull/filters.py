@@ -23,7 +23,9 @@ from include.sfsync.store.tables import BOOKS
 
 
 def keep_fields(obj: ObjectCatalog) -> set[str]:
-    return {f.sf_field for f in obj.synced} | set(processing_fields(obj.sf_object))
+    """What loading needs of a record: its synced fields, and those the sync reads itself."""
+    return {f.sf_field for f in obj.synced} | set(processing_fields(obj.sf_object)) | (
+        {obj.create_key} if obj.create_key else set())
 
 
 def skip_reason(obj: ObjectCatalog, record: dict) -> str | None:

@@ -19,6 +19,7 @@ values fill the survivor's blanks.
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,16 +29,19 @@ from more_itertools import chunked
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from include.sfsync.catalog import Catalog, ObjectCatalog
+from include.sfsync.catalog import PERSON_COPIES, Catalog, ObjectCatalog
 from include.sfsync.errors import NotPreparedError
 from include.sfsync.objects import PEOPLE
 from include.sfsync.pull.conflicts import Resolver
 from include.sfsync.pull.people import merge_people, resolve_people
+from include.sfsync.store import outbox
+from include.sfsync.store.capture import buried, forget_tombstones, record_rows, tombstones
 from include.sfsync.store.engine import utcnow
 from include.sfsync.store.ledger import COUNT_KEYS, record_counts, recorded_counts
 from include.sfsync.store.tables import BOOKS
 from include.sfsync.values import parse_sf_datetime, parse_value, same
 
+log = logging.getLogger(__name__)
 _PERSON_KEYS = ("sfdc_lead_id", "sfdc_contact_id", "sfdc_converted_contact_id")
 
 
@@ -98,6 +102,8 @@ class Loader:
     # --- generic objects ------------------------------------------------------------------
 
     def load(self, records: list[dict]) -> None:
+        if self.obj.type.two_way and self.obj.sf_object != "Contact":  # the push creates leads
+            self._claim_lost_creates(records)
         if self.obj.sf_object in PEOPLE:
             self._load_people(records)
         else:
@@ -113,10 +119,15 @@ class Loader:
         if self.resolver is not None:
             self.resolver.refresh()
         person_ids = self._person_ids(records) if "person_id" in t.c else {}
+        graves = self._tombstones([i for i in ids if i not in existing])
         rows = []
         for rec in records:
             stamp = self._seen(rec)
             before = existing.get(rec["Id"])
+            if before is None and rec["Id"] in graves:
+                if rec.get("IsDeleted") or buried(graves[rec["Id"]], stamp):
+                    continue  # its row was deleted here; Salesforce has no newer live version
+                self._revived.add(rec["Id"])
             if before is not None and before.sfdc_system_modstamp is not None \
                     and before.sfdc_system_modstamp >= stamp:
                 continue  # this version (or a newer one) is already stored
@@ -138,6 +149,48 @@ class Loader:
             self._count_change(before, row)
             rows.append(row)
         self._upsert(rows)
+        self._forget_revived()
+
+    def _claim_lost_creates(self, records: list[dict]) -> None:
+        """Records a create of this database made whose outcome was lost (a worker killed
+        mid-call, see ``push.base.create``) belong to the row that sent them: its Salesforce id
+        is written now, so they load into it instead of coming back as new rows."""
+        t = self.table
+        doubts = outbox.creates_in_doubt(self.conn, t.name)
+        if not doubts or not records:
+            return
+        id_col = t.c.sfdc_lead_id if self.obj.sf_object == "Lead" else t.c.sfdc_id
+        known = set()
+        for part in chunked([r["Id"] for r in records], 500):
+            known |= set(self.conn.execute(sa.select(id_col).where(id_col.in_(part))).scalars())
+        for rec in records:
+            entry = None if rec["Id"] in known else next(
+                (e for e in doubts if e.create_body
+                 and self.obj.carries(e.create_body, rec, e.create_sent_at)), None)
+            if entry is None:
+                continue
+            doubts.remove(entry)
+            values = {"sfdc_id": rec["Id"]}
+            if self.obj.sf_object == "Lead":
+                values.update(sfdc_lead_id=rec["Id"], sfdc_type="Lead")
+            claimed = self.conn.execute(t.update().where(
+                t.c.id == entry.row_id, t.c.sfdc_id.is_(None)).values(**values)).rowcount
+            outbox.settle_creates(self.conn, t.name, [entry.row_id])
+            if claimed:
+                log.info("%s %s: made by %s row %s's create, whose answer was lost: linked",
+                         self.obj.sf_object, rec["Id"], t.name, entry.row_id)
+
+    def _tombstones(self, sfdc_ids) -> dict[str, tuple]:
+        """Ids of this batch whose rows were deleted in the marketing database (two-way tables:
+        only their deletes are captured); the versions they held stay deleted."""
+        self._revived: set[str] = set()
+        if self.resolver is None:
+            return {}
+        return tombstones(self.conn, self.table.name, sfdc_ids)
+
+    def _forget_revived(self) -> None:
+        if self._revived:
+            forget_tombstones(self.conn, self.table.name, self._revived)
 
     def _count_change(self, before, row: dict) -> None:
         if before is None:
@@ -197,6 +250,10 @@ class Loader:
             if current is None and not is_lead:  # a converted lead's person becomes the contact
                 if "sfdc_converted_contact_id" in person.c:
                     current = self._person_by(person.c.sfdc_converted_contact_id, rec["Id"])
+            if current is None and rec["Id"] in self._graves:
+                if rec.get("IsDeleted") or buried(self._graves[rec["Id"]], stamp):
+                    continue  # its person was deleted here; Salesforce has no newer live version
+                self._revived.add(rec["Id"])
             if current is not None and current._mapping.get(stamp_col) is not None \
                     and current._mapping[stamp_col] >= stamp:
                 continue
@@ -244,6 +301,7 @@ class Loader:
                                  sfdc_id=rec["Id"], sf_columns=self.sf_columns)
                     self._cache.clear()  # merged rows changed or went away
         self._flush_people()
+        self._forget_revived()
         for loser_sf_id, master_sf_id, stamp in merges:
             loser = self._person_by(id_col, loser_sf_id)
             survivor = self._person_by(id_col, master_sf_id)
@@ -261,6 +319,45 @@ class Loader:
                     values["sfdc_system_modstamp"] = stamp
                 self.conn.execute(person.update().where(person.c.id == loser.id).values(**values))
                 self._forget(loser)
+        self._refresh_member_copies(records, is_lead)
+
+    def _refresh_member_copies(self, records: list[dict], is_lead: bool) -> None:
+        """Campaign-member fields Salesforce copies from the member's lead or contact (mapped
+        by the configuration: ``catalog.PERSON_COPIES``) change with the person, without the
+        member's SystemModstamp: they are taken from the person's record as it loads."""
+        if "CampaignMember" not in self.catalog.objects:
+            return
+        member_obj = self.catalog.object("CampaignMember")
+        members = self.tables[member_obj.type.table]
+        copies = [f for f in member_obj.synced if f.sf_field in PERSON_COPIES["CampaignMember"]
+                  and f.column in members.c]
+        refs = {f.sf_field: f.column for f in member_obj.synced
+                if f.sf_field in {"LeadId", "ContactId"} and f.column in members.c}
+        ref = refs.get("LeadId" if is_lead else "ContactId")
+        if not copies or ref is None:
+            return
+        sources = {**_COPY_SOURCES, **(_LEAD_COPY_SOURCES if is_lead else _CONTACT_COPY_SOURCES)}
+        shapes: dict[tuple[str, ...], list[dict]] = {}
+        for rec in records:
+            if rec.get("IsDeleted") or (is_lead and rec.get("IsConverted")):
+                continue  # gone, or its members follow its contact now
+            values = {}
+            for f in copies:
+                source = sources.get(f.sf_field, f.sf_field)
+                if source is not None and source in rec:
+                    values[f.column] = parse_value(f.sf_type, rec[source])
+            if values:
+                shapes.setdefault(tuple(sorted(values)), []).append(
+                    {"_ref": rec["Id"], **{f"_v_{c}": v for c, v in values.items()}})
+        for columns, params in shapes.items():
+            where = [members.c[ref] == sa.bindparam("_ref"), sa.or_(*[
+                members.c[c].is_distinct_from(sa.bindparam(f"_v_{c}", type_=members.c[c].type))
+                for c in columns])]
+            if is_lead and "ContactId" in refs:  # a lead's member that names a contact: its
+                where.append(members.c[refs["ContactId"]].is_(None))  # copies are the contact's
+            self.conn.execute(members.update().where(*where).values(
+                {c: sa.bindparam(f"_v_{c}", type_=members.c[c].type) for c in columns}),
+                params)
 
     def _write_person(self, current, values: dict, *, need_row: bool = False):
         person = self.tables["person"]
@@ -305,6 +402,7 @@ class Loader:
         person = self.tables["person"]
         wanted: dict[str, set[str]] = {c: set() for c in _PERSON_KEYS}
         ids = {r["Id"] for r in records}
+        self._graves = self._tombstones(ids)
         wanted["sfdc_lead_id" if is_lead else "sfdc_contact_id"] |= ids
         masters = {r["MasterRecordId"] for r in records if r.get("MasterRecordId")}
         wanted["sfdc_lead_id" if is_lead else "sfdc_contact_id"] |= masters
@@ -398,6 +496,13 @@ class Loader:
         self.counts.add("deleted", result.rowcount)
 
 
+# The lead's or contact's field a campaign member's copy comes from, where the names differ (None:
+# not a field of the record; its copy is refreshed with the formulas, ``maintenance``).
+_COPY_SOURCES = {"LeadOrContactOwnerId": "OwnerId"}
+_LEAD_COPY_SOURCES = {"CompanyOrAccount": "Company"}
+_CONTACT_COPY_SOURCES = {"CompanyOrAccount": None, "Street": "MailingStreet",
+                         "City": "MailingCity", "State": "MailingState",
+                         "PostalCode": "MailingPostalCode", "Country": "MailingCountry"}
 _STAMPS = {"sfdc_system_modstamp", "sfdc_lead_system_modstamp", "sfdc_contact_system_modstamp"}
 # Fields every save changes: an echo differs in nothing else.
 AUDIT_FIELDS = {"SystemModstamp", "LastModifiedDate", "LastModifiedById", "LastViewedDate",
@@ -457,6 +562,7 @@ def load_object(engine: Engine, tables: dict[str, sa.Table], catalog: Catalog, r
             conn.execute(mark_t.insert().values(sf_object=sf_object, **values))
         elif cursor is not None:
             conn.execute(mark_t.update().where(mark_t.c.sf_object == sf_object).values(**values))
+        record_rows(conn, obj.type.table)  # the next run checks none vanish without a trace
         result = counts.as_dict()
         record_counts(conn, run_key, sf_object, "pull", result, state.api_calls)
         conn.execute(extract_t.update().where(

@@ -99,7 +99,15 @@ def flag_contactless_conversions(conn: Connection, person: sa.Table) -> int:
     """A converted lead's person takes its contact's record; when that contact never arrived
     (deleted in Salesforce before it could be read, or left out by a sync filter), the row holds
     only lead-only values and no live Salesforce record: flag it deleted rather than show a
-    half person. The contact's own load clears the flag if it comes back (undelete)."""
+    half person. The contact's own load clears the flag if it comes back (undelete).
+
+    Never arrived: no version of the contact was ever loaded (its stamp is empty), whether the
+    person is new or was a live lead before (its ``sfdc_system_modstamp`` then is the lead's)."""
+    never_read = person.c.sfdc_system_modstamp.is_(None)
+    if "sfdc_contact_system_modstamp" in person.c:
+        never_read = sa.or_(never_read, sa.and_(
+            person.c.sfdc_contact_id.is_not(None),
+            person.c.sfdc_contact_system_modstamp.is_(None)))
     return conn.execute(person.update().where(
-        person.c.sfdc_type == "Contact", person.c.sfdc_system_modstamp.is_(None),
+        person.c.sfdc_type == "Contact", never_read,
         person.c.sfdc_is_deleted.is_not(True)).values(sfdc_is_deleted=True)).rowcount

@@ -19,7 +19,11 @@ null means "not considered yet". One cycle of :func:`push_activities`, oldest ac
 * at most ``max_per_cycle`` Tasks are sent per cycle; the rest wait for the next cycle;
 * a data error is an ``sfsync_error`` row and the activity is ``failed`` (not retried); a
   transient one keeps it pending; ``REQUEST_LIMIT_EXCEEDED`` stops the cycle with every
-  unsent row pending.
+  unsent row pending;
+* ``pushed_at`` is written before a Task is sent: a pending row that has one was sent by a
+  cycle that never learnt the outcome (its worker died). The next cycle looks for that Task
+  (on the person, created since, with the same subject, date and description) and marks the
+  row pushed when it exists, instead of logging it twice.
 
 Rows and counts (``sfsync_count``: Task / push_activity) are written in one transaction per
 write batch (1,000 Tasks, one API call). A cycle with nothing pending makes no API call.
@@ -34,8 +38,11 @@ from datetime import UTC, date, datetime, time, timedelta
 import sqlalchemy as sa
 from more_itertools import chunked
 
+from include.sfsync.catalog import CREATE_CLOCK_SKEW
 from include.sfsync.context import SyncContext
 from include.sfsync.errors import RequestLimitExceeded, WriteInterrupted
+from include.sfsync.salesforce import soql
+from include.sfsync.salesforce.reads import query_all
 from include.sfsync.salesforce.writes import COLLECTION_SIZE, write_with_retries
 from include.sfsync.store.engine import reader, utcnow
 from include.sfsync.store.ledger import COUNT_KEYS, add_api_calls, record_counts, record_error
@@ -47,6 +54,8 @@ OPERATION = "push_activity"
 PAGE = 1000  # pending rows read at a time
 BATCH = 5 * COLLECTION_SIZE  # Tasks per write: one /composite call
 RESULT_KEYS = ("pushed", "suppressed", "ignored", "failed", "waiting", "api_calls")
+# The Task fields a Task sent by a lost call is recognised by.
+MATCHED = ("WhoId", "Subject", "ActivityDate", "Description")
 
 
 def _day(value: datetime) -> date:
@@ -128,6 +137,13 @@ class _Cycle:
                 self.counts.update({k: getattr(row, k) for k in (*COUNT_KEYS, "api_calls")})
         with engine.begin() as conn:
             self.follow_merges(conn)
+        try:
+            self.settle_in_doubt()
+        except RequestLimitExceeded as exc:
+            log.warning("activities: %s; the rest waits for the next cycle", exc)
+            self.result["stopped"] = "REQUEST_LIMIT_EXCEEDED"
+            return self.result
+        with engine.begin() as conn:
             ignored = conn.execute(t.update().where(
                 t.c.push_status.is_(None), t.c.activity_type.not_in(list(self.settings.types)))
                 .values(push_status="ignored")).rowcount
@@ -167,6 +183,49 @@ class _Cycle:
                 self.flush()
         return False
 
+    def settle_in_doubt(self) -> None:
+        """Rows sent by a cycle that died before it learnt the outcome: pushed if their Task
+        exists (one query per 300 people), else sent again as any pending row."""
+        t, person = activity_t, self.ctx.tables["person"]
+        with reader(self.ctx.engine).connect() as conn:
+            rows = conn.execute(sa.select(
+                t.c.id, t.c.activity_type, t.c.occurred_at, t.c.detail, t.c.pushed_at,
+                person.c.sfdc_contact_id, person.c.sfdc_lead_id).select_from(
+                t.join(person, person.c.id == t.c.person_id)).where(
+                t.c.push_status.is_(None), t.c.pushed_at.is_not(None))).all()
+        sent = {r.id: task_record(self.settings.types[r.activity_type],
+                                  r.sfdc_contact_id or r.sfdc_lead_id, r.occurred_at, r.detail)
+                for r in rows if r.activity_type in self.settings.types
+                and (r.sfdc_contact_id or r.sfdc_lead_id)}
+        if not sent:
+            return
+        since = min(r.pushed_at for r in rows) - CREATE_CLOCK_SKEW
+        client = self.ctx.salesforce()
+        before = client.api_calls
+        queries = [soql.select("Task", ["Id", *MATCHED], conditions=[
+            soql.where("CreatedDate", ">=", since), soql.one_of("WhoId", ids)])
+            for ids in soql.in_lists(sorted({task["WhoId"] for task in sent.values()}))]
+        tasks = [r for part in query_all(client, queries) for r in part]
+        calls = client.api_calls - before
+        self.result["api_calls"] += calls
+        self.counts["api_calls"] += calls
+        add_api_calls(self.ctx.engine, self.run_key, calls, client.api_usage)
+        with self.ctx.engine.begin() as conn:
+            for row_id, task in sent.items():
+                found = next((r for r in tasks if all(
+                    (r.get(k) or "")[:15] == (task[k] or "")[:15] if k == "WhoId"
+                    else r.get(k) == task[k] for k in MATCHED)), None)
+                if found is None:
+                    continue
+                tasks.remove(found)
+                conn.execute(t.update().where(t.c.id == row_id).values(
+                    push_status="pushed", sfdc_task_id=found["Id"]))
+                log.info("activity %s: Task %s was created by an earlier attempt", row_id,
+                         found["Id"])
+                self.result["pushed"] += 1
+                self.counts["new"] += 1
+            self.record_counts(conn)
+
     def follow_merges(self, conn) -> None:
         """Rows of a person merged into another (the person row is gone) move to the survivor."""
         t, merge_t, person = activity_t, self.ctx.books["merge"], self.ctx.tables["person"]
@@ -188,6 +247,10 @@ class _Cycle:
         outcomes: dict = {}
         limit = None
         if leaders:
+            with self.ctx.engine.begin() as conn:  # the journal: sent, outcome unknown yet
+                for part in chunked([row_id for _k, (row_id, _task) in leaders], PAGE):
+                    conn.execute(activity_t.update().where(activity_t.c.id.in_(part))
+                                 .values(pushed_at=utcnow()))
             client = self.ctx.salesforce()
             before = client.api_calls
             try:
@@ -208,7 +271,10 @@ class _Cycle:
         with self.ctx.engine.begin() as conn:
             for key, (row_id, task) in leaders:
                 outcome = outcomes.get(row_id)
-                if outcome is None or outcome.transient:
+                if outcome is None and not isinstance(limit, RequestLimitExceeded):
+                    continue  # a failed call: in doubt (pushed_at kept), settled next cycle
+                if outcome is None or outcome.transient:  # not made: no longer in doubt
+                    conn.execute(t.update().where(t.c.id == row_id).values(pushed_at=None))
                     continue
                 if outcome.ok:
                     conn.execute(t.update().where(t.c.id == row_id).values(

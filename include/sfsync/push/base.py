@@ -18,10 +18,12 @@ from dataclasses import dataclass, field, replace
 import sqlalchemy as sa
 from more_itertools import chunked
 
-from include.sfsync.catalog import FieldMap, ObjectCatalog
+from include.sfsync.catalog import CREATE_CLOCK_SKEW, FieldMap, ObjectCatalog
 from include.sfsync.context import SyncContext
 from include.sfsync.errors import RequestLimitExceeded, WriteInterrupted
+from include.sfsync.salesforce import soql
 from include.sfsync.salesforce.client import SalesforceClient
+from include.sfsync.salesforce.reads import query_all
 from include.sfsync.salesforce.writes import Outcome, write_with_retries
 from include.sfsync.standardize import Standardizer
 from include.sfsync.store import outbox
@@ -116,15 +118,16 @@ class Push:
             table = self.ctx.tables[self.table]
             conn.execute(table.update().where(table.c.id == row_id).values(**values))
 
-    def send(self, method: str, sobject: str, items: list[tuple[int, object]]
-             ) -> dict[int, Outcome]:
+    def send(self, method: str, sobject: str, items: list[tuple[int, object]], *,
+             upsert_on: str | None = None) -> dict[int, Outcome]:
         """Write, unless Salesforce's request limit stopped this cycle's push already."""
         if self.stopped or not items:
             return {}
         try:
             return write_with_retries(self.client, method, sobject, items,
                                       retries=self.ctx.config.push.transient_retries,
-                                      bulk_threshold=self.ctx.config.push.bulk_threshold)
+                                      bulk_threshold=self.ctx.config.push.bulk_threshold,
+                                      upsert_on=upsert_on)
         except RequestLimitExceeded as exc:
             log.warning("push stopped: %s; everything not sent stays queued", exc)
             self.stopped = "REQUEST_LIMIT_EXCEEDED"
@@ -164,13 +167,86 @@ def start(ctx: SyncContext, run_key: str, table: str, *, row_ids: set[int] | Non
     return push, entries, rows
 
 
+def create(push: Push, sobject: str, items: list[tuple[int, dict]], prepared: dict,
+           rows: dict, *, written=None) -> None:
+    """Create ``items`` (row id, fields) so that no crash makes a record twice.
+
+    Each create is journaled in the outbox (its key and fields) and committed before it is
+    sent; it stays "in doubt" until its outcome is recorded. With the object's create key
+    field (``push.create_key_field``) every create is an upsert on the row's key: sent again,
+    it finds the record the lost call made. Without it, creates in doubt are first looked for
+    in Salesforce (records created since, carrying what was sent) and linked when found. The
+    pull recognises such records too (:mod:`include.sfsync.pull.load`), so they never come back
+    as new rows.
+    """
+    if push.stopped or not items:
+        return
+    ctx = push.ctx
+    obj = ctx.catalog.object(sobject)
+    with ctx.engine.begin() as conn:
+        doubts = {e.row_id: e for e in outbox.creates_in_doubt(conn, push.table)}
+    found = {} if obj.create_key else _find_created(
+        push, obj, [doubts[row_id] for row_id, _body in items if row_id in doubts])
+    journal = {}
+    for row_id, body in items:
+        if row_id not in found:
+            entry = doubts.get(row_id) or prepared[row_id][0]
+            key = entry.create_key or outbox.create_key(push.table, row_id)
+            journal[row_id] = (key, {**body, obj.create_key: key} if obj.create_key else body)
+    with ctx.engine.begin() as conn:
+        outbox.journal_creates(conn, push.table, journal)
+    apply(push, sobject, "POST", [(row_id, journal.get(row_id, (None, body))[1])
+                                  for row_id, body in items],
+          prepared, rows, written=written, known=found, upsert_on=obj.create_key)
+
+
+# Where a record created moments ago is looked for when the org has no create key field: the
+# required name field narrows the query (members are matched by campaign and person instead).
+_LOOKUP_BY = {"Lead": "LastName", "Contact": "LastName", "Campaign": "Name"}
+
+
+def _find_created(push: Push, obj: ObjectCatalog, doubts: list[OutboxEntry]
+                  ) -> dict[int, Outcome]:
+    """Records a lost create made: created since the first doubt was sent, carrying every
+    field it sent (one query per 4,000 names). Returns row id -> success outcome."""
+    by = _LOOKUP_BY.get(obj.sf_object)
+    doubts = [e for e in doubts if e.create_body and by and e.create_body.get(by)]
+    if not doubts:
+        return {}
+    since = min(e.create_sent_at for e in doubts) - CREATE_CLOCK_SKEW
+    fields = sorted(({"Id", "CreatedDate"} | {f for e in doubts for f in e.create_body})
+                    & set(obj.describe_fields))
+    queries = [soql.select(obj.sf_object, fields, conditions=[
+        soql.where("CreatedDate", ">=", since), soql.one_of(by, names)])
+        for names in soql.in_lists(sorted({e.create_body[by] for e in doubts}))]
+    records = [r for part in query_all(push.client, queries) for r in part]
+    found: dict[int, Outcome] = {}
+    for entry in doubts:
+        rec = next((r for r in records if obj.carries(entry.create_body, r, entry.create_sent_at)),
+                   None)
+        if rec is not None:
+            records.remove(rec)
+            found[entry.row_id] = Outcome(True, rec["Id"])
+            log.info("push %s row %s: %s %s was created by an earlier attempt: linked",
+                     push.table, entry.row_id, obj.sf_object, rec["Id"])
+    return found
+
+
 def apply(push: Push, sobject: str, method: str, items: list[tuple[int, object]],
-           prepared: dict, rows: dict, *, written=None) -> None:
-    """Send ``items`` and settle their outbox entries; ``written(row_id, outcome)`` gives the
-    columns to write back after a success (a created record's ids)."""
-    outcomes = push.send(method, sobject, items)
+          prepared: dict, rows: dict, *, written=None, known: dict | None = None,
+          upsert_on: str | None = None) -> None:
+    """Send ``items`` (but those with a ``known`` outcome) and settle their outbox entries;
+    ``written(row_id, outcome)`` gives the columns to write back after a success (a created
+    record's ids). Creates go through :func:`create`."""
+    known = known or {}
+    outcomes = {**push.send(method, sobject, [i for i in items if i[0] not in known],
+                            upsert_on=upsert_on), **known}
     key = {"POST": "new", "PATCH": "updated", "DELETE": "deleted"}[method]
     with push.ctx.engine.begin() as conn:
+        if method == "POST":  # unsent (the limit) or answered: no longer in doubt
+            outbox.settle_creates(conn, push.table, [
+                row_id for row_id, _body in items
+                if push.interrupted is None or row_id in outcomes])
         for row_id, body in items:
             entry, rewrite = prepared[row_id]
             outcome = outcomes.get(row_id)

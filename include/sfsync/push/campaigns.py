@@ -13,7 +13,7 @@ from more_itertools import chunked
 
 from include.sfsync.context import SyncContext
 from include.sfsync.errors import RequestLimitExceeded
-from include.sfsync.push.base import Push, apply, start
+from include.sfsync.push.base import Push, apply, create, start
 from include.sfsync.salesforce import soql
 from include.sfsync.salesforce.reads import query_all
 from include.sfsync.salesforce.writes import Outcome
@@ -32,21 +32,21 @@ def push_campaigns(run_key: str, ctx: SyncContext) -> dict:
                 outbox.drop_entry(conn, entry)  # campaign deletes stay local
                 push.count("Campaign", "skipped")
                 continue
-            create = not row.sfdc_id
-            columns = sorted(push.fields_by_column(obj, create=True)) if create else entry.columns
+            new = not row.sfdc_id
+            columns = sorted(push.fields_by_column(obj, create=True)) if new else entry.columns
             try:
-                body, rewrite = push.payload(obj, row, columns, entry.base, create=create)
+                body, rewrite = push.payload(obj, row, columns, entry.base, create=new)
             except ValueError as exc:
                 push.fail(conn, entry, "Campaign", Outcome.failed("INVALID_VALUE", str(exc)),
                           sfdc_id=row.sfdc_id, record=None)
                 continue
-            if not body and not create:
+            if not body and not new:
                 outbox.drop_entry(conn, entry)
                 continue
-            (creates if create else updates).append(
-                (entry.row_id, body if create else {"Id": row.sfdc_id, **body}))
+            (creates if new else updates).append(
+                (entry.row_id, body if new else {"Id": row.sfdc_id, **body}))
             prepared[entry.row_id] = (entry, rewrite)
-    apply(push, "Campaign", "POST", creates, prepared, rows)
+    create(push, "Campaign", creates, prepared, rows)
     apply(push, "Campaign", "PATCH", updates, prepared, rows)
     return push.finish()
 
@@ -174,7 +174,7 @@ def push_campaign_members(run_key: str, ctx: SyncContext, *, person_ids: set[int
                 continue
             updates.append((row.id, {"Id": row.sfdc_id, **body}))
             prepared[row.id] = (entry, rewrite)
-    apply(push, "CampaignMember", "POST", creates, prepared, rows)
+    create(push, "CampaignMember", creates, prepared, rows)
     apply(push, "CampaignMember", "PATCH", updates, prepared, rows)
     apply(push, "CampaignMember", "DELETE", deletes, prepared, rows)
     return push.finish()

@@ -23,7 +23,7 @@ from include.sfsync.errors import RequestLimitExceeded
 from include.sfsync.pull.filters import skip_reason
 from include.sfsync.pull.load import Counts, Loader
 from include.sfsync.pull.people import resolve_people
-from include.sfsync.push.base import Push, apply, start
+from include.sfsync.push.base import Push, apply, create, start
 from include.sfsync.salesforce import soql
 from include.sfsync.salesforce.reads import query_all
 from include.sfsync.salesforce.writes import Outcome
@@ -165,7 +165,7 @@ def _dedupe_and_create(push: Push, entries: list[OutboxEntry], rows: dict) -> li
                     body[sf_field] = default  # the first push only, and only when empty
             creates.append((entry.row_id, body))
             create_entries[entry.row_id] = (entry, rewrite)
-    apply(push, "Lead", "POST", creates, create_entries, rows,
+    create(push, "Lead", creates, create_entries, rows,
            written=lambda _row_id, outcome: {"sfdc_type": "Lead", "sfdc_lead_id": outcome.id})
     return linked
 

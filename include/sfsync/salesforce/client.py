@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import requests
 
-from include.sfsync.errors import LoginFailed, SalesforceCallError
+from include.sfsync.errors import LoginFailed, SalesforceCallError, SalesforceUnreachable
 from include.sfsync.salesforce.soql import select
 from include.sfsync.values import csv_value
 
@@ -54,21 +54,100 @@ class CountingSession(requests.Session):
         self.api_calls = 0
         self.server_date: str | None = None  # the Date header of the latest answer
         self.api_usage: tuple[int, int] | None = None  # (used, max) today, from the latest
+        self.last_path: str | None = None  # the path of the latest call (never its query)
+        self.page_records: str | None = None  # Sforce-NumberOfRecords of the latest answer
+        self.job_objects: dict[str, str] = {}  # Bulk job id -> its object (errors name it)
+
+    # (connect, read) seconds: a call that gets no answer fails instead of hanging the task
+    timeout: tuple[float, float] = (30.0, 600.0)
 
     def request(self, method, url, *args, **kwargs):
         api = "/services/data/" in str(url) or "/services/async/" in str(url)
         if api:
             self.api_calls += 1
-        response = super().request(method, url, *args, **kwargs)
+        kwargs.setdefault("timeout", self.timeout)
+
+        def what() -> str:
+            return _describe_call(method, url, kwargs, self.job_objects)
+
+        try:
+            response = super().request(method, url, *args, **kwargs)
+        except requests.RequestException as exc:  # refused, reset, timed out: no answer
+            raise SalesforceUnreachable(what(), _no_answer(exc)) from exc
+        self.last_path = urlsplit(str(url)).path
+        self.page_records = response.headers.get("Sforce-NumberOfRecords")
         self.server_date = response.headers.get("Date") or self.server_date
         self.api_usage = parse_limit_info(response.headers.get("Sforce-Limit-Info")) \
             or self.api_usage
         if api:
-            response.json = _checked_json(response, method, url, kwargs)
+            if method == "POST" and response.status_code < 300 and _JOB_CREATE.search(
+                    self.last_path):
+                self._remember_job(response, what())
+            response.json = _checked_json(response, what)
+            if response.status_code >= 300 and response.status_code != 401:
+                _raise_naming_the_call(response, what)
         return response
 
+    def _remember_job(self, response: requests.Response, what: str) -> None:
+        """A new Bulk job's object, for the calls that name the job by its id only."""
+        try:
+            job_id = response.json().get("id")
+        except (ValueError, AttributeError):
+            return  # not JSON: the caller's parse fails, naming the call
+        objects = what.partition(" (")[2].rstrip(")")
+        if job_id and objects:
+            self.job_objects[str(job_id)] = objects
 
-def _checked_json(response: requests.Response, method: str, url: str, request: dict):
+
+_JOB_CREATE = re.compile(r"/jobs/(query|ingest)/?$")
+_JOB_ID = re.compile(r"/jobs/(?:query|ingest)/(\w+)")
+
+
+def _raise_naming_the_call(response: requests.Response, what):
+    """The exception simple-salesforce raises for an error answer (same class and attributes:
+    callers and its 401 re-login are unchanged), its message naming the call and its objects
+    (:func:`_describe_call`) instead of the whole URL (whose query string may hold personal
+    data) or, for a 5xx, nothing at all."""
+    from simple_salesforce.exceptions import SalesforceError
+    from simple_salesforce.util import exception_handler
+
+    try:
+        exception_handler(response)
+    except SalesforceError as exc:
+        content = exc.content
+        if isinstance(content, list) and all(isinstance(e, dict) for e in content):
+            said = "; ".join(f"{e.get('errorCode')}: {e.get('message')}" for e in content)
+        else:
+            said = str(content)[:300] or "(no body)"
+        said = " ".join(said.split())  # one line
+        text = f"{what()}: HTTP {response.status_code} {said}"
+        exc.message = text.replace("{", "{{").replace("}", "}}")  # every class formats it
+        raise
+
+
+def _no_answer(exc: BaseException) -> str:
+    """Why a request got no answer, in a few words (never its URL: the query string may hold
+    personal data): ``connection refused``, ``connection reset by peer``, ``read timed out``."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return "connection timed out"
+    if isinstance(exc, requests.Timeout):
+        return "read timed out (no answer within the client's timeout)"
+    seen, todo = set(), [exc]
+    while todo:
+        err = todo.pop(0)
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.strerror:  # "Connection refused", "[SSL: ...] ..."
+            return err.strerror[:1].lower() + err.strerror[1:]
+        if type(err).__name__ == "RemoteDisconnected":
+            return "connection closed without an answer"
+        todo += [a for a in getattr(err, "args", ()) if isinstance(a, BaseException)]
+        todo += [getattr(err, "reason", None), err.__cause__, err.__context__]
+    return type(exc).__name__
+
+
+def _checked_json(response: requests.Response, what):
     """``response.json`` that raises :class:`SalesforceCallError` naming the call
     (:func:`_describe_call`) for a body that is not JSON: an HTML page, nothing, JSON cut short.
     simple-salesforce parses every answer with ``response.json()`` and would let a bare
@@ -79,7 +158,7 @@ def _checked_json(response: requests.Response, method: str, url: str, request: d
         try:
             return parse(**options)
         except requests.JSONDecodeError as exc:
-            raise SalesforceCallError(_describe_call(method, url, request), {
+            raise SalesforceCallError(what(), {
                 "status": response.status_code,
                 "body": f"not JSON ({response.headers.get('Content-Type') or 'no content type'}, "
                         f"{len(response.content)} bytes): {exc}"}) from exc
@@ -92,7 +171,14 @@ _SUBQUERY = re.compile(r"\([^()]*\)")
 _FROM = re.compile(r"\bFROM\s+(\w+)", re.IGNORECASE)
 
 
-def _describe_call(method: str, url: str, request: dict) -> str:
+def soql_object(soql: str) -> str:
+    """The object a SOQL query reads (not those of its sub-queries and semi-joins)."""
+    while _SUBQUERY.search(soql):
+        soql = _SUBQUERY.sub("", soql)
+    return next(iter(_FROM.findall(soql)), "?")
+
+
+def _describe_call(method: str, url: str, request: dict, jobs: dict | None = None) -> str:
     """``Salesforce GET /services/data/v59.0/query (Lead)``: the method, the path (never the
     query string: its SOQL may hold e-mail addresses and other personal data) and the objects
     the request names (sObject paths, the main object of its SOQL, the records' types, a Bulk
@@ -128,6 +214,9 @@ def _describe_call(method: str, url: str, request: dict) -> str:
         names.append(body.get("object") or "")
         if body.get("query"):
             from_soql(str(body["query"]))
+    job = _JOB_ID.search(urlsplit(str(url)).path)
+    if job and jobs and job[1] in jobs:  # a Bulk job's later calls: its object
+        names.append(jobs[job[1]])
     objects = [n for n in dict.fromkeys(names) if n]
     return (f"Salesforce {method} {urlsplit(str(url)).path}"
             + (f" ({', '.join(objects)})" if objects else ""))
@@ -162,6 +251,12 @@ def _login_failure(hook, exc) -> str:
             "repeated failed logins lock the user out")
 
 
+def _login_call(hook) -> str:
+    """``Salesforce login of Airflow connection 'salesforce_default' (login domain login)``."""
+    domain = hook._get_field(hook.get_connection(hook.conn_id).extra_dejson, "domain") or "login"
+    return f"Salesforce login of Airflow connection {hook.conn_id!r} (login domain {domain})"
+
+
 class SalesforceClient:
     def __init__(self, sf, session: CountingSession, *, bulk_poll_seconds: float = 2.0):
         self.sf = sf
@@ -183,6 +278,8 @@ class SalesforceClient:
                 return login()
             except SalesforceAuthenticationFailed as exc:
                 raise LoginFailed(_login_failure(hook, exc)) from None
+            except SalesforceUnreachable as exc:  # the login domain did not answer
+                raise SalesforceUnreachable(_login_call(hook), exc.cause) from exc
 
         sf = log_in(lambda: hook.conn)
         # simple-salesforce logs in again through this partial when a session expires (401)
@@ -280,15 +377,43 @@ class SalesforceClient:
     def bulk_query(self, sobject: str, soql: str, *, include_deleted: bool,
                    describe_fields: dict[str, dict], page_size: int = 50_000) -> Iterator[dict]:
         """Records of a Bulk API 2.0 query job, typed like REST JSON (CSV is all text)."""
+        from simple_salesforce.exceptions import SalesforceOperationError
+
         bulk = getattr(self.sf.bulk2, sobject)
         pages = (bulk.query_all if include_deleted else bulk.query)(
             soql, max_records=page_size, wait=self.bulk_poll_seconds)
+        try:
+            yield from self._bulk_pages(sobject, pages, describe_fields)
+        except SalesforceOperationError as exc:  # the job failed (QUERY_TIMEOUT, ...)
+            raise SalesforceCallError(f"Salesforce GET {self.session.last_path} ({sobject})", {
+                "status": 200, "body": f"Bulk API 2.0 query job failed: {exc}"}) from exc
+
+    def _bulk_pages(self, sobject: str, pages, describe_fields: dict[str, dict]
+                    ) -> Iterator[dict]:
         for page in pages:
+            # A page is checked whole before its records count: an HTML page, an empty body or
+            # CSV cut short (a proxy, a dropped connection) fails the extract, naming the call,
+            # instead of passing for fewer records while the cursor moves on.
+            expected = int(self.session.page_records or 0)
             reader = csv.reader(io.StringIO(page, newline=""))
             header = next(reader, None)
-            if not header:
+            if not header and not expected:
                 continue
+            fields = [h for h in header or () if h in describe_fields or "." in h]
+            problem = None if header and fields == header else \
+                f"empty ({expected} records announced)" if not page.strip() else \
+                f"not the CSV of the fields asked for (it begins {page[:60]!r})"
+            rows = list(reader) if problem is None else []
+            # every value is quoted: a whole page ends with a line ending or a closing quote
+            if problem is None and (len(rows) != expected or any(
+                    len(row) != len(header) for row in rows) or not page.endswith(("\n", '"'))):
+                problem = (f"CSV cut short ({len(rows)} rows of the {expected} it announces, "
+                           f"{len(page)} characters)")
+            if problem:
+                raise SalesforceCallError(
+                    f"Salesforce GET {self.session.last_path} ({sobject})",
+                    {"status": 200, "body": f"Bulk API 2.0 query results {problem}"})
             types = [describe_fields.get(h, {}).get("type", "string") for h in header]
-            for row in reader:
+            for row in rows:
                 yield {h: csv_value(t, v) for h, t, v in zip(header, types, row, strict=True)}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from include.sfsync.errors import RequestLimitExceeded, SalesforceCallError
-from include.sfsync.salesforce.client import SalesforceClient, limit_hit
+from include.sfsync.salesforce.client import SalesforceClient, limit_hit, soql_object
 
 
 def count(client: SalesforceClient, soql: str, *, include_deleted: bool = False) -> int:
@@ -50,6 +50,7 @@ def query_all(client: SalesforceClient, soqls: list[str]) -> list[list[dict]]:
     out = []
     for soql, result in zip(soqls, results, strict=True):
         if result["status"] != 200:
-            raise SalesforceCallError(f"query {soql[:80]}", result)
+            # the object, never the SOQL's values (e-mail addresses and other personal data)
+            raise SalesforceCallError(f"query {soql_object(soql)}", result)
         out.append(list(follow(client, result["body"])))
     return out

@@ -81,15 +81,21 @@ def _outcome(result: dict) -> Outcome:
 
 
 def write_records(client: SalesforceClient, method: str, sobject: str,
-                  records: list) -> list[Outcome]:
-    """POST (create), PATCH (update, each record with its ``Id``) or DELETE (``records`` are
-    ids) through collections packed into /composite calls; one outcome per record, in order."""
+                  records: list, *, upsert_on: str | None = None) -> list[Outcome]:
+    """POST (create; an upsert on the External ID field ``upsert_on`` if given), PATCH
+    (update, each record with its ``Id``) or DELETE (``records`` are ids) through collections
+    packed into /composite calls; one outcome per record, in order."""
     subrequests, chunks = [], []
     for chunk in chunked(records, COLLECTION_SIZE):
         chunks.append(chunk)
         if method == "DELETE":
             subrequests.append({"method": "DELETE", "url": "/composite/sobjects?allOrNone=false"
                                 "&ids=" + ",".join(chunk)})
+        elif method == "POST" and upsert_on:
+            subrequests.append({"method": "PATCH", "url": f"/composite/sobjects/{sobject}/"
+                                f"{upsert_on}", "body": {
+                "allOrNone": False,
+                "records": [{"attributes": {"type": sobject}, **r} for r in chunk]}})
         else:
             subrequests.append({"method": method, "url": "/composite/sobjects", "body": {
                 "allOrNone": False,
@@ -120,11 +126,12 @@ def write_records(client: SalesforceClient, method: str, sobject: str,
 
 def write_with_retries(client: SalesforceClient, method: str, sobject: str,
                        items: list[tuple[Hashable, object]], *, retries: int,
-                       backoff: float = 0.5, bulk_threshold: int | None = None
-                       ) -> dict[Hashable, Outcome]:
+                       backoff: float = 0.5, bulk_threshold: int | None = None,
+                       upsert_on: str | None = None) -> dict[Hashable, Outcome]:
     """``items``: (key, record or id). Transient failures are sent again, up to ``retries``
     times with exponential backoff; the last outcome of every key is returned. Updates and
-    deletes of more than ``bulk_threshold`` items go through a Bulk API 2.0 ingest job."""
+    deletes of more than ``bulk_threshold`` items go through a Bulk API 2.0 ingest job;
+    creates are upserts on ``upsert_on`` when given."""
     outcomes: dict[Hashable, Outcome] = {}
     todo = list(items)
     first = True
@@ -138,8 +145,9 @@ def write_with_retries(client: SalesforceClient, method: str, sobject: str,
             and len(todo) > bulk_threshold
         first = False
         try:
-            results = (write_bulk if bulk else write_records)(
-                client, method, sobject, [r for _k, r in todo])
+            records = [r for _k, r in todo]
+            results = write_bulk(client, method, sobject, records) if bulk else \
+                write_records(client, method, sobject, records, upsert_on=upsert_on)
         except WriteInterrupted as exc:
             done = {k: o for k, o in outcomes.items() if not o.transient}
             done.update({todo[i][0]: o for i, o in exc.outcomes.items()})

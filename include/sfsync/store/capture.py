@@ -10,7 +10,10 @@ involved. The sync's own writes are told apart by the two bookkeeping columns ev
 * so an INSERT is captured only when ``sfsync_created_at`` is null, an UPDATE only when
   ``sfsync_updated_at`` did not change (``IS NOT DISTINCT FROM``), and only when some other
   column changed (an ORM rewriting equal values records nothing);
-* a DELETE is always captured (the sync deletes synced rows only when it merges people).
+* a DELETE is always captured (the sync deletes synced rows only when it merges people); the
+  row's Salesforce ids also go to ``sfsync_tombstone`` with the ``SystemModstamp`` of the
+  version the row held, so that the pull's overlap re-read of an unchanged record does not
+  bring the row back (a newer version in Salesforce does).
 
 ``columns`` lists the changed columns, comma-separated, in alphabetical order, ``sfsync_*``
 columns left out; for an insert, every column but ``id`` and ``sfsync_*``; null for a delete.
@@ -35,9 +38,12 @@ import sqlalchemy as sa
 from more_itertools import chunked
 from sqlalchemy.engine import Engine
 
+from include.sfsync.store.engine import utcnow
 from include.sfsync.store.tables import (
     BOOKKEEPING_PREFIX,
+    BOOKS,
     CHANGE_TABLE,
+    TOMBSTONE_TABLE,
     ensure_bookkeeping,
 )
 
@@ -45,6 +51,11 @@ PG_FUNCTION = "sfsync_capture"
 PG_TRIGGER = "sfsync_capture"
 OPS = ("insert", "update", "delete")
 _REQUIRED = ("id", "sfsync_created_at", "sfsync_updated_at")
+# A deleted row's Salesforce ids and the SystemModstamp of the version it held, for
+# ``sfsync_tombstone``: a person holds a lead and a contact (its ``sfdc_id`` is one of them).
+TOMBSTONE_KEYS = (("sfdc_lead_id", "sfdc_lead_system_modstamp"),
+                  ("sfdc_contact_id", "sfdc_contact_system_modstamp"),
+                  ("sfdc_id", "sfdc_system_modstamp"))
 PG_LOCK = 0x5F5C_4A9E  # advisory lock key: one installer (or folder, per table) at a time
 
 
@@ -104,6 +115,15 @@ def _captured(columns: Sequence[str]) -> list[str]:
     return sorted(c for c in columns if not c.startswith(BOOKKEEPING_PREFIX))
 
 
+def tombstone_keys(columns: Sequence[str]) -> list[tuple[str, str]]:
+    """The (Salesforce id, SystemModstamp) column pairs a deleted row of a table with
+    ``columns`` leaves in ``sfsync_tombstone``."""
+    keys = [(i, s) for i, s in TOMBSTONE_KEYS if i in columns and s in columns]
+    if any(i != "sfdc_id" for i, _s in keys):  # a person: its sfdc_id is its lead or contact
+        keys = [k for k in keys if k[0] != "sfdc_id"]
+    return keys
+
+
 # SQLite ----------------------------------------------------------------------------------------
 
 # 'now' as the naive UTC text UtcDateTime stores (microseconds: six digits).
@@ -142,7 +162,12 @@ def sqlite_trigger_sql(table: str, columns: Sequence[str]) -> dict[str, str]:
         _sqlite_trigger(table, "delete"): (
             f"CREATE TRIGGER {_q(_sqlite_trigger(table, 'delete'))} AFTER DELETE ON {t} "
             f"FOR EACH ROW BEGIN {into} VALUES ({tn}, OLD.id, 'delete', NULL, "
-            f"json_object('sfdc_id', {sfdc_id}), {_SQLITE_NOW}); END"),
+            f"json_object('sfdc_id', {sfdc_id}), {_SQLITE_NOW}); "
+            + "".join(
+                f"INSERT OR REPLACE INTO {TOMBSTONE_TABLE} (table_name, sfdc_id, stamp, "
+                f"deleted_at) SELECT {tn}, OLD.{_q(i)}, OLD.{_q(st)}, {_SQLITE_NOW} "
+                f"WHERE OLD.{_q(i)} IS NOT NULL; " for i, st in tombstone_keys(columns))
+            + "END"),
     }
 
 
@@ -162,15 +187,32 @@ def _install_sqlite(conn, table: str, columns: Sequence[str]) -> None:
 
 def _pg_function_body(schema: str) -> str:
     change = f"{_q(schema)}.{CHANGE_TABLE}"
+    tombstone = f"{_q(schema)}.{TOMBSTONE_TABLE}"
+    # (id column, stamp column, 1 for a person's lead and contact, 2 for sfdc_id): see
+    # tombstone_keys, which the SQLite triggers apply to the table's columns
+    keys = ", ".join(f"({_lit(i)}, {_lit(st)}, {1 if i != 'sfdc_id' else 2})"
+                     for i, st in TOMBSTONE_KEYS)
+    person = " OR ".join(f"old_row -> {_lit(st)} IS NOT NULL"
+                         for i, st in TOMBSTONE_KEYS if i != "sfdc_id")
     return f"""
 DECLARE
     cols text;
     old_json text;
+    old_row jsonb;
 BEGIN
     IF TG_OP = 'DELETE' THEN
+        old_row := to_jsonb(OLD);
         INSERT INTO {change} (table_name, row_id, op, columns, old_values, changed_at)
         VALUES (TG_TABLE_NAME, OLD.id, 'delete', NULL,
-                jsonb_build_object('sfdc_id', to_jsonb(OLD) -> 'sfdc_id')::text, now());
+                jsonb_build_object('sfdc_id', old_row -> 'sfdc_id')::text, now());
+        INSERT INTO {tombstone} (table_name, sfdc_id, stamp, deleted_at)
+        SELECT TG_TABLE_NAME, old_row ->> k.id_col, (old_row ->> k.stamp_col)::timestamptz,
+               now()
+        FROM (VALUES {keys}) AS k(id_col, stamp_col, kind)
+        WHERE old_row -> k.stamp_col IS NOT NULL AND old_row ->> k.id_col IS NOT NULL
+          AND (k.kind = 1 OR NOT ({person}))
+        ON CONFLICT (table_name, sfdc_id)
+        DO UPDATE SET stamp = EXCLUDED.stamp, deleted_at = EXCLUDED.deleted_at;
         RETURN NULL;
     END IF;
     IF TG_OP = 'INSERT' THEN
@@ -233,3 +275,74 @@ def _install_postgres_trigger(conn, schema: str, table: str) -> None:
     conn.exec_driver_sql(
         f"CREATE TRIGGER {PG_TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON "
         f"{_q(schema)}.{_q(table)} FOR EACH ROW EXECUTE FUNCTION {_q(schema)}.{PG_FUNCTION}()")
+
+
+# Tombstones -----------------------------------------------------------------------------------
+
+def tombstones(conn, table_name: str, sfdc_ids: Iterable[str]) -> dict[str, tuple]:
+    """Salesforce id -> (stamp, deleted_at) of the ids of rows of ``table_name`` deleted in the
+    marketing database (see ``TOMBSTONE_KEYS``)."""
+    t = BOOKS["tombstone"]
+    out: dict[str, tuple] = {}
+    for part in chunked(sorted({i for i in sfdc_ids if i}), 500):
+        for row in conn.execute(sa.select(t.c.sfdc_id, t.c.stamp, t.c.deleted_at).where(
+                t.c.table_name == table_name, t.c.sfdc_id.in_(part))):
+            out[row.sfdc_id] = (row.stamp, row.deleted_at)
+    return out
+
+
+def buried(tombstone: tuple | None, stamp) -> bool:
+    """A record version the local delete of its row covers: not newer than the version the row
+    held (or, if the row held none, not made after the delete)."""
+    if tombstone is None:
+        return False
+    held, deleted_at = tombstone
+    return stamp <= (held if held is not None else deleted_at)
+
+
+def forget_tombstones(conn, table_name: str, sfdc_ids: Iterable[str]) -> None:
+    """The records came back (Salesforce changed them since their rows were deleted)."""
+    t = BOOKS["tombstone"]
+    for part in chunked(sorted(set(sfdc_ids)), 500):
+        conn.execute(t.delete().where(t.c.table_name == table_name, t.c.sfdc_id.in_(part)))
+
+
+# Rows lost without a trace --------------------------------------------------------------------
+
+def record_rows(conn, table_name: str) -> None:
+    """Note how many rows ``table_name`` holds now (in the transaction of a load), with the last
+    change captured: :func:`lost_rows` checks them at the next run."""
+    t, change_t = BOOKS["table_rows"], BOOKS["change"]
+    rows, last = conn.execute(sa.select(  # one statement, one snapshot of both
+        sa.select(sa.func.count()).select_from(sa.table(table_name)).scalar_subquery(),
+        sa.select(sa.func.coalesce(sa.func.max(change_t.c.id), 0)).scalar_subquery())).one()
+    conn.execute(t.delete().where(t.c.table_name == table_name))
+    conn.execute(t.insert().values(table_name=table_name, row_count=rows, change_id=last,
+                                   counted_at=utcnow()))
+
+
+def lost_rows(conn, table_name: str) -> tuple[int, int] | None:
+    """(rows expected at least, rows found) when ``table_name`` holds fewer rows than the sync
+    left there plus the inserts and minus the deletes captured since: rows gone without a
+    trace (a TRUNCATE, a DELETE on a table without triggers, an older backup restored). The
+    sync's own inserts are not captured, so they can only hide nothing. None when nothing is
+    lost, or nothing was recorded."""
+    t, change_t = BOOKS["table_rows"], BOOKS["change"]
+    mark = conn.execute(sa.select(t).where(t.c.table_name == table_name)).first()
+    if mark is None:
+        return None
+    since = [change_t.c.table_name == table_name, change_t.c.id > mark.change_id]
+
+    def captured(op: str):
+        return sa.select(sa.func.count()).where(*since, change_t.c.op == op).scalar_subquery()
+
+    found, inserted, deleted = conn.execute(sa.select(
+        sa.select(sa.func.count()).select_from(sa.table(table_name)).scalar_subquery(),
+        captured("insert"), captured("delete"))).one()
+    expected = mark.row_count + inserted - deleted
+    return (expected, found) if found < expected else None
+
+
+def forget_rows(conn, table_names: Iterable[str]) -> None:
+    t = BOOKS["table_rows"]
+    conn.execute(t.delete().where(t.c.table_name.in_(sorted(table_names))))

@@ -7,6 +7,7 @@ instead of failing on a lock upgrade; readers (:func:`reader`) never wait for a 
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -105,6 +106,27 @@ def create_engine(url: str) -> Engine:
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     return _prepared(sa.create_engine(url, **_engine_kwargs(url.split(":", 1)[0])))
+
+
+_STATEMENT_TABLE = re.compile(r'\b(INTO|UPDATE|FROM|TABLE|ON)\s+"?([A-Za-z_][\w.]*)"?', re.I)
+_CATALOGS = ("pg_catalog.", "information_schema.", "sqlite_", "pg_")
+
+
+def database_problem(conn_id: str, url: str | None, exc: Exception) -> str:
+    """One line on an error of the marketing database: its Airflow connection (and URL, no
+    password), what the database said (its first line), and the statement's verb and table;
+    never the statement's values (they may be personal data)."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines() or [type(orig).__name__]
+    said = " ".join(lines[0].split()) if not isinstance(exc, sa.exc.NoSuchTableError) \
+        else f"no such table: {exc}"
+    statement = " ".join(str(getattr(exc, "statement", None) or "").split())
+    found = _STATEMENT_TABLE.search(statement)
+    where = (" (reading the tables' definitions)" if found and found[2].startswith(_CATALOGS)
+             else f" ({statement.split(' ', 1)[0]} on table {found[2]})" if found
+             else f" ({statement[:40]})" if statement else "")
+    return (f"marketing database (Airflow connection {conn_id!r}{', ' + url if url else ''}): "
+            f"{said}{where}")
 
 
 def engine_for(conn_id: str) -> Engine:

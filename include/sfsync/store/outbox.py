@@ -10,6 +10,7 @@ drops or overwrites changes folded after it.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -36,11 +37,22 @@ class OutboxEntry:
     status: str
     attempts: int = 0
     version: int = 0
+    create_key: str | None = None
+    create_body: dict | None = None  # set while a create's outcome is unknown (in doubt)
+    create_sent_at: datetime | None = None
 
     @classmethod
     def of(cls, row) -> OutboxEntry:
         return cls(row.table_name, row.row_id, row.op, bool(row.created), json.loads(row.columns),
-                   json.loads(row.base), row.sfdc_id, row.status, row.attempts, row.version)
+                   json.loads(row.base), row.sfdc_id, row.status, row.attempts, row.version,
+                   row.create_key, json.loads(row.create_body) if row.create_body else None,
+                   row.create_sent_at)
+
+    @property
+    def in_doubt(self) -> bool:
+        """A create was sent and its outcome never came back (the worker died, the call
+        failed): the record may exist in Salesforce."""
+        return self.create_sent_at is not None
 
 
 def fold(conn, table_names: Iterable[str]) -> int:
@@ -180,6 +192,36 @@ def merge_rows(conn, table_name: str, loser_id: int, survivor_id: int, filled: d
             survivor.columns.append(col)
             survivor.base[col] = before
     save_entry(conn, survivor)
+
+
+def create_key(table_name: str, row_id: int) -> str:
+    """The identity a created record carries in the org's key field: the table and row (an
+    admin can tell where it came from) and a random part (ids a database reuses never match)."""
+    return f"{table_name}:{row_id}:{secrets.token_hex(6)}"
+
+
+def journal_creates(conn, table_name: str, sent: dict[int, tuple[str, dict]]) -> None:
+    """Before a create is sent: per row id, its key and the fields about to be sent. Written
+    whatever the entry's version (it records a call, not a change); commit it before sending."""
+    now = utcnow()
+    for row_id, (key, body) in sent.items():
+        conn.execute(outbox_t.update().where(
+            outbox_t.c.table_name == table_name, outbox_t.c.row_id == row_id).values(
+            create_key=key, create_body=json.dumps(body, default=str), create_sent_at=now))
+
+
+def settle_creates(conn, table_name: str, row_ids: Iterable[int]) -> None:
+    """The creates of ``row_ids`` have a known outcome (made, or refused): no longer in doubt."""
+    for part in chunked(sorted(set(row_ids)), 500):
+        conn.execute(outbox_t.update().where(
+            outbox_t.c.table_name == table_name, outbox_t.c.row_id.in_(part),
+            outbox_t.c.create_sent_at.is_not(None)).values(create_sent_at=None, create_body=None))
+
+
+def creates_in_doubt(conn, table_name: str) -> list[OutboxEntry]:
+    """Entries of ``table_name`` whose create may have reached Salesforce unrecorded."""
+    return [OutboxEntry.of(r) for r in conn.execute(sa.select(outbox_t).where(
+        outbox_t.c.table_name == table_name, outbox_t.c.create_sent_at.is_not(None)))]
 
 
 def drop_entry(conn, entry: OutboxEntry) -> None:

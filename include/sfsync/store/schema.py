@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from include.sfsync.catalog import Catalog
-from include.sfsync.store.capture import install_triggers
+from include.sfsync.store.capture import forget_rows, install_triggers, lost_rows
 from include.sfsync.store.engine import UtcDateTime, fresh_stamp, id_column, reader, utcnow
 from include.sfsync.store.tables import BOOKS, ensure_bookkeeping
 
@@ -88,28 +88,39 @@ def build_tables(catalog: Catalog) -> dict[str, sa.Table]:
     return tables
 
 
-def forget_dropped_tables(engine: Engine, catalog: Catalog) -> list[str]:
-    """Objects whose synced table is gone (dropped by hand, a restore without it) lose their
-    cursor and copy windows, so this cycle copies them again instead of carrying on from the
-    cursor into an empty new table. Returns warnings naming them."""
+def forget_lost_tables(engine: Engine, catalog: Catalog) -> list[str]:
+    """Objects whose synced table is gone (dropped by hand, a restore without it), or lost rows
+    the sync wrote without a trace (a TRUNCATE, a DELETE on a one-way table, an older backup
+    restored: see ``capture.lost_rows``), lose their cursor and copy windows, so this cycle
+    copies them again instead of carrying on from the cursor. Returns warnings naming them."""
     books = ensure_bookkeeping(engine)
     mark_t, window_t = books["watermark"], books["copy_window"]
     with engine.begin() as conn:
         existing = set(sa.inspect(conn).get_table_names())
         started = {o for (o,) in conn.execute(sa.select(mark_t.c.sf_object))}
-        lost = sorted(o.sf_object for o in catalog.objects.values()
-                      if o.sf_object in started and o.type.table not in existing)
-        if lost:
-            conn.execute(mark_t.delete().where(mark_t.c.sf_object.in_(lost)))
-            conn.execute(window_t.delete().where(window_t.c.sf_object.in_(lost)))
-        if "person" in catalog.tables and "person" not in existing:
+        short = {name: found for name in catalog.tables
+                 if name in existing and (found := lost_rows(conn, name))}
+        why = {o.sf_object: (f"its table {o.type.table} is gone from the marketing database"
+                             if o.type.table not in existing else
+                             f"its table {o.type.table} lost rows the sync wrote without a trace "
+                             f"(at least {short[o.type.table][0]} expected, "
+                             f"{short[o.type.table][1]} found)")
+               for o in catalog.objects.values() if o.sf_object in started
+               and (o.type.table not in existing or o.type.table in short)}
+        if why:
+            conn.execute(mark_t.delete().where(mark_t.c.sf_object.in_(sorted(why))))
+            conn.execute(window_t.delete().where(window_t.c.sf_object.in_(sorted(why))))
+            forget_rows(conn, {catalog.object(name).type.table for name in why})
+        if "person" in catalog.tables and ("person" not in existing or "person" in short):
             # the copied people get new ids: the rows pointing at the old ones are linked
             # again when the cycle ends (pull.people.link_people), stamped as the sync's write
+            person = sa.table("person", sa.column("id"))
             for name, table in build_tables(catalog).items():
                 if name in existing and "person_id" in table.c:
-                    conn.execute(table.update().values(person_id=None))
-    return [f"{name}: its table {catalog.object(name).type.table} is gone from the marketing "
-            "database; copying the object again" for name in lost]
+                    conn.execute(table.update().where(~sa.exists().where(
+                        person.c.id == table.c.person_id)).values(person_id=None)
+                        if "person" in existing else table.update().values(person_id=None))
+    return [f"{name}: {reason}; copying the object again" for name, reason in sorted(why.items())]
 
 
 def ensure_schema(engine: Engine, catalog: Catalog) -> dict[str, sa.Table]:
@@ -119,6 +130,7 @@ def ensure_schema(engine: Engine, catalog: Catalog) -> dict[str, sa.Table]:
     tables = build_tables(catalog)
     for table in tables.values():  # no foreign keys between them: any order will do
         table.create(engine, checkfirst=True)
+    added: list[tuple[str, str]] = []
     with engine.begin() as conn:
         inspector = sa.inspect(conn)
         for table in tables.values():
@@ -133,6 +145,7 @@ def ensure_schema(engine: Engine, catalog: Catalog) -> dict[str, sa.Table]:
                     ddl_type = col.type.compile(dialect=engine.dialect)
                     conn.exec_driver_sql(f'ALTER TABLE "{table.name}" ADD COLUMN "{col.name}" '
                                          f"{ddl_type}")
+                    added.append((table.name, col.name))
                 elif _needs_widening(existing[col.name]["type"], col.type):
                     if engine.dialect.name == "postgresql":
                         conn.exec_driver_sql(f'ALTER TABLE "{table.name}" ALTER COLUMN '
@@ -145,6 +158,11 @@ def ensure_schema(engine: Engine, catalog: Catalog) -> dict[str, sa.Table]:
                 # IF NOT EXISTS: the dialects' index lookup misses expression indexes
                 conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
         _record_fields(conn, books["field"], catalog)
+        field_t = books["field"]
+        for table_name, column in added:  # a column dropped by hand: copied again, not left
+            conn.execute(field_t.update().where(  # empty (new fields are flagged already)
+                field_t.c.table_name == table_name, field_t.c.column_name == column,
+                field_t.c.synced.is_(True)).values(needs_backfill=True))
     install_triggers(engine, [tables[name] for name in catalog.two_way_tables()])
     return tables
 

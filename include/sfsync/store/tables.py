@@ -13,6 +13,7 @@ from include.sfsync.store.engine import UtcDateTime, id_column
 BOOKKEEPING_PREFIX = "sfsync_"
 CHANGE_TABLE = "sfsync_change"
 OUTBOX_TABLE = "sfsync_outbox"
+TOMBSTONE_TABLE = "sfsync_tombstone"
 
 
 def create_tables(engine: Engine, tables) -> None:
@@ -174,6 +175,15 @@ def bookkeeping(metadata: sa.MetaData) -> dict[str, sa.Table]:
         sa.Column("fetched_at", UtcDateTime))
     t["change"] = change_table(metadata)
     t["outbox"] = outbox_table(metadata)
+    t["tombstone"] = tombstone_table(metadata)
+    # Rows each synced table held when the sync last loaded into it, and the last change the
+    # triggers had captured then: rows lost without a trace are told from captured deletes.
+    t["table_rows"] = sa.Table(
+        "sfsync_table_rows", metadata,
+        sa.Column("table_name", sa.Text, primary_key=True),
+        sa.Column("row_count", sa.BigInteger, nullable=False),
+        sa.Column("change_id", sa.BigInteger, nullable=False),
+        sa.Column("counted_at", UtcDateTime, nullable=False))
     return t
 
 
@@ -195,6 +205,19 @@ def change_table(metadata: sa.MetaData) -> sa.Table:
     return t
 
 
+def tombstone_table(metadata: sa.MetaData) -> sa.Table:
+    """``sfsync_tombstone``: the Salesforce ids of synced rows deleted in the marketing database
+    (written by the capture triggers, ``store.capture``) and the ``SystemModstamp`` of the
+    version each row held. The pull does not bring such a record back until Salesforce has a
+    newer version of it."""
+    return sa.Table(
+        TOMBSTONE_TABLE, metadata,
+        sa.Column("table_name", sa.Text, primary_key=True),
+        sa.Column("sfdc_id", sa.Text, primary_key=True),
+        sa.Column("stamp", UtcDateTime),  # null: the row held no version of this record
+        sa.Column("deleted_at", UtcDateTime, nullable=False))
+
+
 def outbox_table(metadata: sa.MetaData) -> sa.Table:
     """``sfsync_outbox``: one row per synced row with local changes not yet in Salesforce."""
     return sa.Table(
@@ -211,6 +234,11 @@ def outbox_table(metadata: sa.MetaData) -> sa.Table:
         # bumped by every fold: a push that read an older version leaves newer changes alone
         sa.Column("version", sa.Integer, nullable=False, server_default="0"),
         sa.Column("last_error", sa.Text),
+        # The create journal (push/base.py): written before a create is sent, cleared once its
+        # outcome is known; set, it means "this row may be in Salesforce already".
+        sa.Column("create_key", sa.Text),  # the row's identity in Salesforce's key field
+        sa.Column("create_body", sa.Text),  # JSON: the fields sent
+        sa.Column("create_sent_at", UtcDateTime),
         sa.Column("first_changed_at", UtcDateTime),
         sa.Column("changed_at", UtcDateTime),
         sa.Column("updated_at", UtcDateTime))
