@@ -35,7 +35,13 @@ from include.sfsync.objects import PEOPLE
 from include.sfsync.pull.conflicts import Resolver
 from include.sfsync.pull.people import merge_people, resolve_people
 from include.sfsync.store import outbox
-from include.sfsync.store.capture import buried, forget_tombstones, record_rows, tombstones
+from include.sfsync.store.capture import (
+    buried,
+    forget_tombstones,
+    has_rows_record,
+    record_rows,
+    tombstones,
+)
 from include.sfsync.store.engine import utcnow
 from include.sfsync.store.ledger import COUNT_KEYS, record_counts, recorded_counts
 from include.sfsync.store.tables import BOOKS
@@ -562,7 +568,8 @@ def load_object(engine: Engine, tables: dict[str, sa.Table], catalog: Catalog, r
             conn.execute(mark_t.insert().values(sf_object=sf_object, **values))
         elif cursor is not None:
             conn.execute(mark_t.update().where(mark_t.c.sf_object == sf_object).values(**values))
-        record_rows(conn, obj.type.table)  # the next run checks none vanish without a trace
+        if counts.values["new"] or not has_rows_record(conn, obj.type.table):
+            record_rows(conn, obj.type.table)  # the next run checks none vanish without a trace
         result = counts.as_dict()
         record_counts(conn, run_key, sf_object, "pull", result, state.api_calls)
         conn.execute(extract_t.update().where(

@@ -152,6 +152,7 @@ def push_campaign_members(run_key: str, ctx: SyncContext, *, person_ids: set[int
                     continue
                 push.write_back(conn, row.id, {"sfdc_id": sfdc_id, **_who_columns(target),
                                                **rewrite})
+                outbox.settle_creates(conn, push.table, [row.id])  # a lost create's, maybe
                 push.count("CampaignMember", "linked")
                 if not status or status == have:
                     outbox.drop_entry(conn, entry)

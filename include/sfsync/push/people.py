@@ -179,6 +179,7 @@ def _link(push: Push, conn, entry: OutboxEntry, sobject: str, rec: dict) -> None
                                          "sfdc_type": sobject})
     entry.created = False  # linked: from now on an update of an existing record
     outbox.save_entry(conn, entry)
+    outbox.settle_creates(conn, "person", [entry.row_id])  # a lost create's lead, maybe
     Loader(conn, ctx.tables, ctx.catalog, ctx.catalog.object(sobject), Counts(),
            run_key=push.run_key).load([rec])
 

@@ -310,8 +310,9 @@ def forget_tombstones(conn, table_name: str, sfdc_ids: Iterable[str]) -> None:
 # Rows lost without a trace --------------------------------------------------------------------
 
 def record_rows(conn, table_name: str) -> None:
-    """Note how many rows ``table_name`` holds now (in the transaction of a load), with the last
-    change captured: :func:`lost_rows` checks them at the next run."""
+    """Note how many rows ``table_name`` holds now (in the transaction of a load that inserted
+    rows), with the last change captured: :func:`lost_rows` checks them at the next run. (Loads
+    that insert nothing need not: the captured changes since keep the count exact.)"""
     t, change_t = BOOKS["table_rows"], BOOKS["change"]
     rows, last = conn.execute(sa.select(  # one statement, one snapshot of both
         sa.select(sa.func.count()).select_from(sa.table(table_name)).scalar_subquery(),
@@ -319,6 +320,12 @@ def record_rows(conn, table_name: str) -> None:
     conn.execute(t.delete().where(t.c.table_name == table_name))
     conn.execute(t.insert().values(table_name=table_name, row_count=rows, change_id=last,
                                    counted_at=utcnow()))
+
+
+def has_rows_record(conn, table_name: str) -> bool:
+    t = BOOKS["table_rows"]
+    return conn.execute(sa.select(t.c.row_count).where(t.c.table_name == table_name)).first() \
+        is not None
 
 
 def lost_rows(conn, table_name: str) -> tuple[int, int] | None:
