@@ -33,7 +33,7 @@ from include.sfsync.catalog import PERSON_COPIES, Catalog, ObjectCatalog
 from include.sfsync.errors import NotPreparedError
 from include.sfsync.objects import PEOPLE
 from include.sfsync.pull.conflicts import Resolver
-from include.sfsync.pull.people import merge_people, resolve_people
+from include.sfsync.pull.people import link_people, merge_people, resolve_people
 from include.sfsync.store import outbox
 from include.sfsync.store.capture import (
     buried,
@@ -126,7 +126,7 @@ class Loader:
             self.resolver.refresh()
         person_ids = self._person_ids(records) if "person_id" in t.c else {}
         graves = self._tombstones([i for i in ids if i not in existing])
-        rows = []
+        rows, undeleted = [], []
         for rec in records:
             stamp = self._seen(rec)
             before = existing.get(rec["Id"])
@@ -154,7 +154,10 @@ class Loader:
                         row[col] = getattr(before, col)
             self._count_change(before, row)
             rows.append(row)
+            if before is not None and before.sfdc_is_deleted and not row["sfdc_is_deleted"]:
+                undeleted.append(before.id)
         self._upsert(rows)
+        outbox.retry_undeleted(self.conn, t.name, undeleted)
         self._forget_revived()
 
     def _claim_lost_creates(self, records: list[dict]) -> None:
@@ -197,6 +200,8 @@ class Loader:
     def _forget_revived(self) -> None:
         if self._revived:
             forget_tombstones(self.conn, self.table.name, self._revived)
+            if self.table.name == "person":  # rows pointing at the deleted row: at the new one
+                link_people(self.conn, self.tables, self.catalog, sfdc_ids=self._revived)
 
     def _count_change(self, before, row: dict) -> None:
         if before is None:
@@ -389,6 +394,8 @@ class Loader:
         stamp_col = "sfdc_lead_system_modstamp" if self.obj.sf_object == "Lead" \
             else "sfdc_contact_system_modstamp"
         first_seen = current._mapping.get(stamp_col) is None  # e.g. a converted lead's contact
+        if values.get("sfdc_is_deleted") is False and current.sfdc_is_deleted:
+            outbox.retry_undeleted(self.conn, person.name, [current.id])
         if values.get("sfdc_is_deleted") and not current.sfdc_is_deleted:
             self.counts.add("deleted")
         elif first_seen:

@@ -73,10 +73,19 @@ def merge_people(conn: Connection, tables: dict[str, sa.Table], loser_id: int, s
         merged_at=utcnow()))
 
 
-def link_people(conn: Connection, tables: dict[str, sa.Table], catalog: Catalog) -> int:
-    """Fill ``person_id`` where the person arrived after the row that points at it."""
+def link_people(conn: Connection, tables: dict[str, sa.Table], catalog: Catalog, *,
+                sfdc_ids: set[str] | None = None) -> int:
+    """Fill ``person_id`` where the person arrived after the row that points at it. With
+    ``sfdc_ids`` (leads or contacts whose person row was deleted here and came back from
+    Salesforce as a new row), point every row that references them, or the other record of
+    their person, at that person: they still hold the deleted row's id."""
     fixed = 0
     person = tables["person"]
+    if sfdc_ids is not None:
+        found = conn.execute(sa.select(person.c.sfdc_lead_id, person.c.sfdc_contact_id).where(
+            sa.or_(person.c.sfdc_lead_id.in_(sorted(sfdc_ids)),
+                   person.c.sfdc_contact_id.in_(sorted(sfdc_ids))))).all()
+        sfdc_ids = set(sfdc_ids) | {i for row in found for i in row if i}
     for obj in catalog.ordered():
         table = tables[obj.type.table]
         if "person_id" not in table.c or obj.sf_object in PEOPLE:
@@ -88,8 +97,11 @@ def link_people(conn: Connection, tables: dict[str, sa.Table], catalog: Catalog)
             for col in ("sfdc_contact_id", "sfdc_lead_id"):
                 match = sa.select(person.c.id).where(person.c[col] == table.c[ref]) \
                     .scalar_subquery()
+                which = table.c.person_id.is_(None) if sfdc_ids is None else sa.and_(
+                    table.c[ref].in_(sorted(sfdc_ids)),
+                    sa.or_(table.c.person_id.is_(None), table.c.person_id != match))
                 result = conn.execute(table.update().where(
-                    table.c.person_id.is_(None), table.c[ref].is_not(None),
+                    which, table.c[ref].is_not(None),
                     sa.exists().where(person.c[col] == table.c[ref])).values(person_id=match))
                 fixed += result.rowcount
     return fixed

@@ -269,6 +269,18 @@ def backlog(conn) -> dict:
             "quarantined": by_state.get(QUARANTINED, 0), "oldest_at": oldest}
 
 
+def retry_undeleted(conn, table_name: str, row_ids: Iterable[int]) -> int:
+    """Changes refused because the record was deleted in Salesforce become pending again once
+    the pull loads its undelete (what the refusal told the user to do)."""
+    ids = sorted(set(row_ids))
+    if not ids:
+        return 0
+    return conn.execute(outbox_t.update().where(
+        outbox_t.c.table_name == table_name, outbox_t.c.row_id.in_(ids),
+        outbox_t.c.status != PENDING, outbox_t.c.last_error.like("ENTITY_IS_DELETED%"))
+        .values(status=PENDING)).rowcount
+
+
 def retry_rows(conn, table_name: str | None, row_ids: Iterable[int] | None = None, *,
                quarantined_only: bool = False) -> int:
     """Failed or quarantined changes (of one table's ``row_ids``, or all) become pending."""
