@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help venv test demo emulator airflow lint bench-emulator bench-pull bench-push bench-console clean distclean
+.PHONY: help venv test demo emulator airflow lint chaos bench-emulator bench-pull bench-push bench-console clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ lint: venv ## ruff, the Airflow 3 migration rules on dags/ and plugins/, and the
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff check dags plugins --select AIR3
 	PYTHONPATH=$(CURDIR):$(CURDIR)/plugins $(VENV)/bin/lint-imports --no-cache
+
+chaos: venv ## chaos convergence: seeded two-sided runs with faults and killed cycles (SEEDS=5 SEED_START=1 BACKEND=both|sqlite|postgres; scripts/chaos.py)
+	$(PY) scripts/chaos.py --seeds $(or $(SEEDS),5) --seed-start $(or $(SEED_START),1) --backend $(or $(BACKEND),both) $(CHAOS_ARGS)
 
 bench-emulator: venv ## benchmark the emulator (scripts/bench_emulator.py)
 	$(PY) scripts/bench_emulator.py

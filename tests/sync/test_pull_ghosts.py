@@ -17,7 +17,7 @@ import pytest
 
 from include.sfsync import maintenance
 from include.sfsync import pipeline as P
-from tests.sync.test_pull import ZERO, Sync, counts
+from tests.sync.test_pull import ZERO, Sync, counts, sf_record
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.parametrize("org", ["standard"], indirect=True)]
@@ -262,3 +262,38 @@ def test_a_locally_deleted_row_whose_record_is_deleted_in_salesforce_stays_gone(
     sync.advance(60)
     sync.cycle("undeleted")
     assert _live(sync.person(lead)["sfdc_is_deleted"])
+
+
+@pytest.mark.parametrize("unpushed", [False, True], ids=["deleted", "edited-then-deleted"])
+def test_a_locally_deleted_row_stays_deleted_when_the_pull_reads_the_echo_of_its_push(
+        sync, unpushed):
+    """The push's own update moves the record's SystemModstamp; the row is deleted before the
+    pull reads that echo. The echo is no change of Salesforce's: the row stays deleted until
+    Salesforce really changes the record. (Also when the row was edited again before its
+    delete: that edit never reached Salesforce, the echo does not carry it.)"""
+    lead = sync.create("Lead", {"LastName": "Echo", "Company": "Echo Co",
+                                "Email": "echo@echo.example"})[0]
+    sync.advance(30)
+    sync.cycle("copy")
+    sync.advance(30)
+    sync.mdb.execute("UPDATE person SET title = 'Pushed' WHERE sfdc_lead_id = :l", l=lead)
+    sync.cycle("push")  # its pull ran before its push: the echo is read by the next cycle
+    assert sf_record(sync, "Lead", lead)["Title"] == "Pushed"
+    if unpushed:
+        sync.mdb.execute("UPDATE person SET first_name = 'Unpushed' WHERE sfdc_lead_id = :l",
+                         l=lead)
+    sync.mdb.execute("DELETE FROM person WHERE sfdc_lead_id = :l", l=lead)
+    sync.advance(30)
+    summary = sync.cycle("echo")
+    assert sync.mdb.rows("person", "sfdc_lead_id = :l", l=lead) == []
+    assert counts(summary, "Lead")["new"] == 0
+    sync.advance(30)
+    sync.cycle("echo-again")  # the overlap reads the echo again
+    assert sync.mdb.rows("person", "sfdc_lead_id = :l", l=lead) == []
+
+    sync.advance(60)
+    sync.update("Lead", lead, Title="Changed in Salesforce")  # a real change: it comes back
+    sync.advance(60)
+    summary = sync.cycle("changed")
+    assert sync.person(lead)["title"] == "Changed in Salesforce"
+    assert counts(summary, "Lead")["new"] == 1

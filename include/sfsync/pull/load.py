@@ -34,11 +34,14 @@ from include.sfsync.errors import NotPreparedError
 from include.sfsync.objects import PEOPLE
 from include.sfsync.pull.conflicts import Resolver
 from include.sfsync.pull.people import link_people, merge_people, resolve_people
+from include.sfsync.standardize import Standardizer
 from include.sfsync.store import outbox
 from include.sfsync.store.capture import (
+    Tombstone,
     buried,
     forget_tombstones,
     has_rows_record,
+    rebury,
     record_rows,
     tombstones,
 )
@@ -108,6 +111,8 @@ class Loader:
     # --- generic objects ------------------------------------------------------------------
 
     def load(self, records: list[dict]) -> None:
+        # merge survivors: their versions in this batch are changes (the losers' data moved)
+        self._masters = {r["MasterRecordId"] for r in records if r.get("MasterRecordId")}
         if self.obj.type.two_way and self.obj.sf_object != "Contact":  # the push creates leads
             self._claim_lost_creates(records)
         if self.obj.sf_object in PEOPLE:
@@ -125,15 +130,13 @@ class Loader:
         if self.resolver is not None:
             self.resolver.refresh()
         person_ids = self._person_ids(records) if "person_id" in t.c else {}
-        graves = self._tombstones([i for i in ids if i not in existing])
+        self._graves = self._tombstones([i for i in ids if i not in existing])
         rows, undeleted = [], []
         for rec in records:
             stamp = self._seen(rec)
             before = existing.get(rec["Id"])
-            if before is None and rec["Id"] in graves:
-                if rec.get("IsDeleted") or buried(graves[rec["Id"]], stamp):
-                    continue  # its row was deleted here; Salesforce has no newer live version
-                self._revived.add(rec["Id"])
+            if before is None and rec["Id"] in self._graves and self._stays_buried(rec, stamp):
+                continue  # its row was deleted here; Salesforce did not change it since
             if before is not None and before.sfdc_system_modstamp is not None \
                     and before.sfdc_system_modstamp >= stamp:
                 continue  # this version (or a newer one) is already stored
@@ -189,19 +192,76 @@ class Loader:
                 log.info("%s %s: made by %s row %s's create, whose answer was lost: linked",
                          self.obj.sf_object, rec["Id"], t.name, entry.row_id)
 
-    def _tombstones(self, sfdc_ids) -> dict[str, tuple]:
+    def _tombstones(self, sfdc_ids) -> dict[str, Tombstone]:
         """Ids of this batch whose rows were deleted in the marketing database (two-way tables:
         only their deletes are captured); the versions they held stay deleted."""
         self._revived: set[str] = set()
+        self._reburied: dict[str, tuple[datetime, dict]] = {}
         if self.resolver is None:
             return {}
         return tombstones(self.conn, self.table.name, sfdc_ids)
+
+    def _stays_buried(self, rec: dict, stamp: datetime) -> bool:
+        """Whether the record of a row deleted here stays out at this version: one not newer
+        than the row held, a delete, or the echo of the sync's own push (see ``_echo``; the
+        tombstone moves up to it, so a later real change still brings the row back)."""
+        grave = self._graves[rec["Id"]]
+        if buried(grave, stamp):
+            return True
+        held = grave.values
+        if held is None:  # a tombstone from before the row's values were kept
+            if rec.get("IsDeleted"):
+                return True
+        elif rec.get("IsDeleted"):
+            if held.get("sfdc_id") == rec["Id"]:
+                held = {**held, "sfdc_is_deleted": True}  # an undelete is a change
+            self._reburied[rec["Id"]] = (stamp, held)
+            return True
+        elif self._echo(rec, stamp, held):
+            self._reburied[rec["Id"]] = (stamp, held)
+            return True
+        self._revived.add(rec["Id"])
+        return False
+
+    def _echo(self, rec: dict, stamp: datetime, held: dict) -> bool:
+        """A live version that differs from the row as deleted (``held``: JSON values) in no
+        field the sync writes (synced, updateable), is not an undelete nor (a lead's) a
+        conversion: what the sync's own push made of the record, read back."""
+        t = self.table
+        modified = rec.get("LastModifiedDate")
+        if modified and parse_sf_datetime(modified) != stamp:
+            return False  # stamped without a modification (an undelete): no push made it
+        if rec["Id"] in self._masters:
+            return False  # a merge's survivor
+        if held.get("sfdc_id") == rec["Id"] and "sfdc_is_deleted" in t.c \
+                and outbox.stored_value(t.c.sfdc_is_deleted, held.get("sfdc_is_deleted")):
+            return False
+        is_lead = self.obj.sf_object == "Lead"
+        if is_lead and rec.get("IsConverted") and not held.get("sfdc_contact_id"):
+            return False
+        columns = {f.column: f for f in self.obj.synced if f.updateable and f.column in t.c}
+        if is_lead and held.get("sfdc_contact_id"):  # the contact's record holds the rest
+            columns = {c: f for c, f in columns.items() if c in self.lead_only}
+        if not hasattr(self, "_standardizer"):
+            self._standardizer = Standardizer.from_settings(self.catalog.config.push)
+        values = self._values(rec)
+        for column, f in columns.items():
+            if column not in held or column not in values:
+                continue
+            was = outbox.stored_value(t.c[column], held[column])
+            pushed = self._standardizer.standardize(self.obj.sf_object, f.sf_field, was)
+            if not (same(was, values[column]) or same(pushed, values[column])):
+                return False
+        return True
 
     def _forget_revived(self) -> None:
         if self._revived:
             forget_tombstones(self.conn, self.table.name, self._revived)
             if self.table.name == "person":  # rows pointing at the deleted row: at the new one
                 link_people(self.conn, self.tables, self.catalog, sfdc_ids=self._revived)
+        if self._reburied:
+            rebury(self.conn, self.table.name, self._reburied)
+            self._reburied = {}
 
     def _count_change(self, before, row: dict) -> None:
         if before is None:
@@ -261,10 +321,8 @@ class Loader:
             if current is None and not is_lead:  # a converted lead's person becomes the contact
                 if "sfdc_converted_contact_id" in person.c:
                     current = self._person_by(person.c.sfdc_converted_contact_id, rec["Id"])
-            if current is None and rec["Id"] in self._graves:
-                if rec.get("IsDeleted") or buried(self._graves[rec["Id"]], stamp):
-                    continue  # its person was deleted here; Salesforce has no newer live version
-                self._revived.add(rec["Id"])
+            if current is None and rec["Id"] in self._graves and self._stays_buried(rec, stamp):
+                continue  # its person was deleted here; Salesforce did not change it since
             if current is not None and current._mapping.get(stamp_col) is not None \
                     and current._mapping[stamp_col] >= stamp:
                 continue

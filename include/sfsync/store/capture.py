@@ -12,8 +12,10 @@ involved. The sync's own writes are told apart by the two bookkeeping columns ev
   column changed (an ORM rewriting equal values records nothing);
 * a DELETE is always captured (the sync deletes synced rows only when it merges people); the
   row's Salesforce ids also go to ``sfsync_tombstone`` with the ``SystemModstamp`` of the
-  version the row held, so that the pull's overlap re-read of an unchanged record does not
-  bring the row back (a newer version in Salesforce does).
+  version the row held and the row's values as deleted (JSON), so that the pull's overlap
+  re-read of an unchanged record does not bring the row back, nor the echo of the sync's own
+  push (a newer version differing from those values in nothing the sync writes); a real
+  change in Salesforce does.
 
 ``columns`` lists the changed columns, comma-separated, in alphabetical order, ``sfsync_*``
 columns left out; for an insert, every column but ``id`` and ``sfsync_*``; null for a delete.
@@ -32,7 +34,10 @@ covered at once. Both installs are idempotent and change nothing when nothing ne
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from more_itertools import chunked
@@ -147,6 +152,11 @@ def sqlite_trigger_sql(table: str, columns: Sequence[str]) -> dict[str, str]:
     changed = " UNION ALL ".join(f"SELECT k, v FROM ({chunk})" for chunk in chunks) \
         or "SELECT NULL AS k, NULL AS v WHERE 0"
     sfdc_id = "OLD.sfdc_id" if "sfdc_id" in columns else "NULL"
+    # The row as deleted, for sfsync_tombstone.row_values (json_group_object keeps nulls)
+    old_terms = [f"SELECT {_lit(c)} AS k, OLD.{_q(c)} AS v" for c in _captured(columns)]
+    old_row = " UNION ALL ".join(
+        f"SELECT k, v FROM ({' UNION ALL '.join(part)})" for part in chunked(old_terms, 200)) \
+        or "SELECT NULL AS k, NULL AS v WHERE 0"
     return {
         _sqlite_trigger(table, "insert"): (
             f"CREATE TRIGGER {_q(_sqlite_trigger(table, 'insert'))} AFTER INSERT ON {t} "
@@ -165,7 +175,8 @@ def sqlite_trigger_sql(table: str, columns: Sequence[str]) -> dict[str, str]:
             f"json_object('sfdc_id', {sfdc_id}), {_SQLITE_NOW}); "
             + "".join(
                 f"INSERT OR REPLACE INTO {TOMBSTONE_TABLE} (table_name, sfdc_id, stamp, "
-                f"deleted_at) SELECT {tn}, OLD.{_q(i)}, OLD.{_q(st)}, {_SQLITE_NOW} "
+                f"deleted_at, row_values) SELECT {tn}, OLD.{_q(i)}, OLD.{_q(st)}, "
+                f"{_SQLITE_NOW}, (SELECT json_group_object(o.k, o.v) FROM ({old_row}) AS o) "
                 f"WHERE OLD.{_q(i)} IS NOT NULL; " for i, st in tombstone_keys(columns))
             + "END"),
     }
@@ -205,14 +216,15 @@ BEGIN
         INSERT INTO {change} (table_name, row_id, op, columns, old_values, changed_at)
         VALUES (TG_TABLE_NAME, OLD.id, 'delete', NULL,
                 jsonb_build_object('sfdc_id', old_row -> 'sfdc_id')::text, now());
-        INSERT INTO {tombstone} (table_name, sfdc_id, stamp, deleted_at)
+        INSERT INTO {tombstone} (table_name, sfdc_id, stamp, deleted_at, row_values)
         SELECT TG_TABLE_NAME, old_row ->> k.id_col, (old_row ->> k.stamp_col)::timestamptz,
-               now()
+               now(), old_row::text
         FROM (VALUES {keys}) AS k(id_col, stamp_col, kind)
         WHERE old_row -> k.stamp_col IS NOT NULL AND old_row ->> k.id_col IS NOT NULL
           AND (k.kind = 1 OR NOT ({person}))
         ON CONFLICT (table_name, sfdc_id)
-        DO UPDATE SET stamp = EXCLUDED.stamp, deleted_at = EXCLUDED.deleted_at;
+        DO UPDATE SET stamp = EXCLUDED.stamp, deleted_at = EXCLUDED.deleted_at,
+                      row_values = EXCLUDED.row_values;
         RETURN NULL;
     END IF;
     IF TG_OP = 'INSERT' THEN
@@ -279,25 +291,65 @@ def _install_postgres_trigger(conn, schema: str, table: str) -> None:
 
 # Tombstones -----------------------------------------------------------------------------------
 
-def tombstones(conn, table_name: str, sfdc_ids: Iterable[str]) -> dict[str, tuple]:
-    """Salesforce id -> (stamp, deleted_at) of the ids of rows of ``table_name`` deleted in the
+class Tombstone(NamedTuple):
+    stamp: datetime | None  # SystemModstamp of the version the row held (or re-buried at)
+    deleted_at: datetime
+    values: dict | None  # the row as deleted, column -> JSON value (None: an older tombstone)
+
+
+def tombstones(conn, table_name: str, sfdc_ids: Iterable[str]) -> dict[str, Tombstone]:
+    """Salesforce id -> tombstone of the ids of rows of ``table_name`` deleted in the
     marketing database (see ``TOMBSTONE_KEYS``)."""
     t = BOOKS["tombstone"]
-    out: dict[str, tuple] = {}
+    out: dict[str, Tombstone] = {}
     for part in chunked(sorted({i for i in sfdc_ids if i}), 500):
-        for row in conn.execute(sa.select(t.c.sfdc_id, t.c.stamp, t.c.deleted_at).where(
+        for row in conn.execute(sa.select(t.c.sfdc_id, t.c.stamp, t.c.deleted_at,
+                                          t.c.row_values).where(
                 t.c.table_name == table_name, t.c.sfdc_id.in_(part))):
-            out[row.sfdc_id] = (row.stamp, row.deleted_at)
+            values = json.loads(row.row_values) if row.row_values else None
+            out[row.sfdc_id] = Tombstone(row.stamp, row.deleted_at,
+                                         values if isinstance(values, dict) else None)
     return out
 
 
-def buried(tombstone: tuple | None, stamp) -> bool:
+def buried(tombstone: Tombstone | None, stamp) -> bool:
     """A record version the local delete of its row covers: not newer than the version the row
     held (or, if the row held none, not made after the delete)."""
     if tombstone is None:
         return False
-    held, deleted_at = tombstone
-    return stamp <= (held if held is not None else deleted_at)
+    held = tombstone.stamp
+    return stamp <= (held if held is not None else tombstone.deleted_at)
+
+
+def rebury(conn, table_name: str, graves: dict[str, tuple[datetime, dict]]) -> None:
+    """Newer versions that are no change of Salesforce's (the echo of the sync's own push, a
+    delete): Salesforce id -> (their stamp, the row's values as they stand for it). Later
+    versions are weighed against these."""
+    t = BOOKS["tombstone"]
+    for sfdc_id, (stamp, values) in sorted(graves.items()):
+        conn.execute(t.update().where(t.c.table_name == table_name, t.c.sfdc_id == sfdc_id)
+                     .values(stamp=stamp, row_values=json.dumps(values, default=str)))
+
+
+def unpushed_in_tombstones(conn, table_name: str, row_id: int, sfdc_id: str,
+                           base: dict) -> None:
+    """Row ``row_id`` was deleted with local changes not pushed yet: its tombstones keep, for
+    those columns, the values Salesforce has (``base``, JSON values as the triggers write
+    them), so that the echo of an earlier push is weighed against what the sync had written."""
+    t = BOOKS["tombstone"]
+    found = conn.execute(sa.select(t.c.row_values).where(
+        t.c.table_name == table_name, t.c.sfdc_id == sfdc_id)).scalar()
+    held = json.loads(found) if found else None
+    if not isinstance(held, dict) or held.get("id") != row_id:
+        return
+    ids = sorted({held.get(i) for i, _s in TOMBSTONE_KEYS} - {None})
+    for grave in conn.execute(sa.select(t.c.sfdc_id, t.c.row_values).where(
+            t.c.table_name == table_name, t.c.sfdc_id.in_(ids))).all():
+        values = json.loads(grave.row_values) if grave.row_values else None
+        if isinstance(values, dict) and values.get("id") == row_id:
+            conn.execute(t.update().where(t.c.table_name == table_name,
+                                          t.c.sfdc_id == grave.sfdc_id)
+                         .values(row_values=json.dumps({**values, **base}, default=str)))
 
 
 def forget_tombstones(conn, table_name: str, sfdc_ids: Iterable[str]) -> None:

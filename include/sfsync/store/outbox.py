@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime
 import sqlalchemy as sa
 from more_itertools import chunked
 
-from include.sfsync.store.capture import PG_LOCK
+from include.sfsync.store.capture import PG_LOCK, unpushed_in_tombstones
 from include.sfsync.store.engine import UtcDateTime, utcnow
 from include.sfsync.store.tables import change_t, outbox_t
 
@@ -81,6 +81,7 @@ def fold(conn, table_names: Iterable[str]) -> int:
     first_at: dict[tuple[str, int], datetime] = {}
     last_at: dict[tuple[str, int], datetime] = {}
     gone: set[tuple[str, int]] = set()
+    unpushed: list[tuple[str, int, str, dict]] = []  # deleted rows' changes not pushed
     for c in changes:
         key = (c.table_name, c.row_id)
         first_at.setdefault(key, c.changed_at)
@@ -93,6 +94,8 @@ def fold(conn, table_names: Iterable[str]) -> int:
                 entries.pop(key)  # created and deleted before it ever reached Salesforce
                 gone.add(key)
                 continue
+            if entry is not None and entry.op == "upsert" and entry.base and sfdc_id:
+                unpushed.append((c.table_name, c.row_id, sfdc_id, dict(entry.base)))
             entries[key] = OutboxEntry(c.table_name, c.row_id, "delete", False, [], {}, sfdc_id,
                                        PENDING, 0, entry.version if entry else 0)
             continue
@@ -128,6 +131,8 @@ def fold(conn, table_names: Iterable[str]) -> int:
                 **values)).rowcount:
             conn.execute(outbox_t.insert().values(table_name=key[0], row_id=key[1],
                                                   first_changed_at=first_at[key], **values))
+    for table_name, row_id, sfdc_id, base in unpushed:
+        unpushed_in_tombstones(conn, table_name, row_id, sfdc_id, base)
     for part in chunked([c.id for c in changes], 500):
         conn.execute(change_t.update().where(change_t.c.id.in_(part)).values(processed_at=now))
     return len(changes)

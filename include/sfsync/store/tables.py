@@ -208,14 +208,17 @@ def change_table(metadata: sa.MetaData) -> sa.Table:
 def tombstone_table(metadata: sa.MetaData) -> sa.Table:
     """``sfsync_tombstone``: the Salesforce ids of synced rows deleted in the marketing database
     (written by the capture triggers, ``store.capture``) and the ``SystemModstamp`` of the
-    version each row held. The pull does not bring such a record back until Salesforce has a
-    newer version of it."""
+    version each row held, with the row's values. The pull does not bring such a record back
+    until Salesforce has a newer version of it that differs from those values in a field the
+    sync writes (a newer version that does not is the echo of the sync's own push)."""
     return sa.Table(
         TOMBSTONE_TABLE, metadata,
         sa.Column("table_name", sa.Text, primary_key=True),
         sa.Column("sfdc_id", sa.Text, primary_key=True),
         sa.Column("stamp", UtcDateTime),  # null: the row held no version of this record
-        sa.Column("deleted_at", UtcDateTime, nullable=False))
+        sa.Column("deleted_at", UtcDateTime, nullable=False),
+        # JSON: the row as deleted (null in tombstones older than this column)
+        sa.Column("row_values", sa.Text))
 
 
 def outbox_table(metadata: sa.MetaData) -> sa.Table:
