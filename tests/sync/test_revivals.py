@@ -64,3 +64,36 @@ def test_a_person_deleted_here_and_back_from_salesforce_keeps_its_memberships(sy
     assert back["id"] != person["id"] and back["title"] == "Changed in Salesforce"
     assert [m["person_id"] for m in sync.mdb.rows("campaign_member", "id IN ({})".format(
         ", ".join(str(i) for i in members)))] == [back["id"]] * len(members)
+
+
+def test_a_lead_converted_into_a_contact_whose_person_was_deleted_here_takes_its_rows(sync):
+    """Chaos seed 23: the contact's person was deleted here; Salesforce then converted a lead
+    into that contact. The lead's person holds the contact now, and the memberships and
+    activities that pointed at the deleted row follow it."""
+    sync.cycle("r0")
+    contact = sync.create("Contact", {"LastName": "Gone", "Email": "gone@contact.example"})[0]
+    lead = sync.create("Lead", {"LastName": "Gone", "Company": "Gone Co",
+                                "Email": "gone@lead.example"})[0]
+    campaign = sync.truth("Campaign")["Campaign"][0]["Id"]
+    sync.org.control("POST", "/records/CampaignMember", json={"records": [
+        {"CampaignId": campaign, "ContactId": contact, "Status": "Sent"}]})
+    sync.create("Task", {"WhoId": contact, "Subject": "Call", "Status": "Completed"})
+    sync.advance(60)
+    sync.cycle("r1")
+    deleted = sync.person(contact)["id"]
+    pointing = {t: sync.mdb.scalar(f"SELECT count(*) FROM {t} WHERE person_id = :p", p=deleted)
+                for t in ("campaign_member", "activity")}
+    assert pointing == {"campaign_member": 1, "activity": 1}
+    sync.mdb.execute("DELETE FROM person WHERE id = :i", i=deleted)
+    sync.advance(60)
+    sync.cycle("r2")
+    sync.org.control("POST", "/convert-lead", json={"lead_id": lead, "contact_id": contact})
+    sync.advance(60)
+    sync.cycle("r3")
+    holder = sync.person(contact)
+    assert holder["id"] == sync.person(lead)["id"] != deleted
+    for table in ("campaign_member", "activity"):
+        assert sync.mdb.scalar(f"SELECT count(*) FROM {table} WHERE person_id = :p",
+                               p=deleted) == 0, table
+        assert sync.mdb.scalar(f"SELECT count(*) FROM {table} WHERE person_id = :p",
+                               p=holder["id"]) == 1, table

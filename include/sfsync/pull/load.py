@@ -344,6 +344,10 @@ class Loader:
             if is_lead:
                 values = self._lead_values(rec, values, current, converted_to,
                                            contact_taken=contact_person is not None)
+                if values.get("sfdc_contact_id") in self._graves:
+                    # Converted into a contact whose person was deleted here: the contact is
+                    # back on this person, and the rows that pointed at the deleted one follow.
+                    self._revived.add(converted_to)
             else:
                 values.update(sfdc_type="Contact", sfdc_contact_id=rec["Id"], sfdc_id=rec["Id"],
                               sfdc_system_modstamp=stamp, sfdc_is_deleted=deleted)
@@ -473,7 +477,9 @@ class Loader:
         person = self.tables["person"]
         wanted: dict[str, set[str]] = {c: set() for c in _PERSON_KEYS}
         ids = {r["Id"] for r in records}
-        self._graves = self._tombstones(ids)
+        converted = {r["ConvertedContactId"] for r in records
+                     if is_lead and r.get("IsConverted") and r.get("ConvertedContactId")}
+        self._graves = self._tombstones(ids | converted)
         wanted["sfdc_lead_id" if is_lead else "sfdc_contact_id"] |= ids
         masters = {r["MasterRecordId"] for r in records if r.get("MasterRecordId")}
         wanted["sfdc_lead_id" if is_lead else "sfdc_contact_id"] |= masters
