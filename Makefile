@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help venv test demo emulator airflow lint chaos bench-emulator bench-pull bench-push bench-console clean distclean
+.PHONY: help venv test demo emulator airflow airflow-celery lint chaos bench-emulator bench-pull bench-push bench-console clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ emulator: venv ## run the Salesforce emulator in the foreground (EMULATOR_PORT, 
 airflow: venv ## local Airflow on http://localhost:8080 (AIRFLOW_PORT; admin/admin), plus the emulator
 	scripts/run_airflow.sh
 
+airflow-celery: venv ## local CeleryExecutor deployment: Redis broker, PostgreSQL, two workers, the emulator (scripts/run_airflow_celery.sh)
+	scripts/run_airflow_celery.sh
+
 lint: venv ## ruff, the Airflow 3 migration rules on dags/ and plugins/, and the import layers (pyproject.toml)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff check dags plugins --select AIR3
@@ -60,4 +63,4 @@ clean: ## remove caches and test/demo state (keeps .venv, .airflow, .emulator, .
 	find . -path ./.venv -prune -o -type d -name __pycache__ -print0 | xargs -0 rm -rf
 
 distclean: clean ## also remove .venv and local Airflow/emulator/marketing data
-	rm -rf $(VENV) .airflow .emulator .data
+	rm -rf $(VENV) .airflow .airflow-celery .emulator .data

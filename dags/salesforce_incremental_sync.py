@@ -6,8 +6,9 @@ into the marketing database (`marketing_db`): users, accounts, people (leads and
 `person` row per human), campaigns, campaign members, opportunities, contact roles, activities
 (tasks and events) and the enabled custom objects, in that order.
 
-* **Cost:** `prepare` describes every object (one composite call, which also catches new fields)
-  and asks the replication API what changed (one composite call). An idle cycle stops there:
+* **Cost:** `prepare` describes every object (which also catches new fields) and asks the
+  replication API what changed, both in the same composite calls (two for up to 12 objects);
+  records already loaded inside the overlap window are not news. An idle cycle stops there:
   **2 API calls**. Objects with changes are queried together, five per composite call; large
   change sets go through Bulk API 2.0.
 * **Correctness:** cursor on `SystemModstamp` with an overlap window and an `Id` tiebreak, held
@@ -53,6 +54,8 @@ from include.sfsync.airflow_glue import announce_retry, default_args, mark_run_f
 from include.sfsync.objects import standard_groups
 from include.sfsync.steps import UPDATE_STEPS
 
+# Parse time, no I/O: only the DAG processor's value sets the schedule (it serializes the DAG);
+# a worker parses this file for the task code, whatever its value (README, "Celery").
 INTERVAL_MINUTES = int(os.environ.get("SFSYNC_INCREMENTAL_MINUTES", "5"))
 # Object groups in dependency order; custom objects are mapped at run time from the config.
 GROUPS = standard_groups()

@@ -21,6 +21,13 @@ created and dropped on ``--postgres-url``):
    overlap window before each cycle and past the probe's minute boundary after the changes, so
    the 0-change cycle measures a truly idle cycle.
 
+After each copy, the same machine's limits for the same rows, measured in the same run (the
+machine is shared and noisy: compare ratios, not rates, across runs): the emulator's Bulk CSV
+serving rate (every copied object's query as one Bulk 2.0 job, its pages downloaded and
+nothing else), SQLite ``executemany`` of the copied rows as tuples into empty tables of the
+same definition, PostgreSQL ``COPY`` of the same rows likewise. The last line,
+``copy/serving: sqlite=0.NN postgres=0.NN``, is each copy's rate over its serving rate.
+
 ``--profile`` runs the copy under cProfile (slower) and writes ``.bench/pull-copy-BACKEND.prof``
 and a text summary beside it. Prints a table and writes ``.bench/pull.json``.
 """
@@ -101,6 +108,7 @@ def worker_copy(result_path: Path, backend: str, profile: bool) -> None:
     from include.sfsync.objects import object_names
 
     config = load_config(overrides=bench_settings())
+    warm_imports()  # a task's process has Airflow loaded before its step starts
     profiler = None
     if profile:
         import cProfile
@@ -134,6 +142,125 @@ def worker_copy(result_path: Path, backend: str, profile: bool) -> None:
         "profiled": profile}))
 
 
+def warm_imports() -> None:
+    """What an Airflow task's process has imported before the step runs (the hooks, the
+    configuration with its secrets masked): not part of the copy's time."""
+    from airflow.configuration import conf  # noqa: F401
+    from airflow.providers.salesforce.hooks.salesforce import SalesforceHook  # noqa: F401
+    from airflow.sdk import BaseHook  # noqa: F401
+
+
+def worker_serving(result_path: Path, backend: str) -> None:
+    """The emulator's Bulk CSV serving rate for the rows the copy read: each copied object's
+    copy query as one Bulk 2.0 queryAll job, every page downloaded (50,000 records each, as
+    the copy's), nothing parsed or stored."""
+    from include.sfsync.config import load_config
+    from include.sfsync.context import open_context
+    from include.sfsync.objects import object_names
+    from include.sfsync.pull.extract import changes_soql
+
+    config = load_config(overrides=bench_settings())
+    ctx = open_context(config)
+    client = ctx.salesforce()
+    queries = [(name, changes_soql(ctx.catalog.object(name), None,
+                                   live_only="IsDeleted" in ctx.catalog.object(name).describe_fields))
+               for name in object_names(config.custom_objects) if name in ctx.catalog.objects]
+    records, started = 0, time.perf_counter()
+    for name, query in queries:
+        for _page in getattr(client.sf.bulk2, name).query_all(query, max_records=50_000,
+                                                               wait=0):
+            records += int(client.session.page_records or 0)
+    seconds = time.perf_counter() - started
+    result_path.write_text(json.dumps({"records": records, "seconds": round(seconds, 2),
+                                       "records_per_s": round(records / seconds)}))
+
+
+def worker_limits(result_path: Path, backend: str) -> None:
+    """The database's own rate for the copied rows: SQLite ``executemany`` of tuples, or
+    PostgreSQL ``COPY``, into empty tables of the same definition (indexes too, no triggers);
+    only the writes are timed."""
+    conn = json.loads(os.environ["AIRFLOW_CONN_MARKETING_DB"])
+    out = _limit_sqlite(Path(conn["host"])) if backend == "sqlite" else _limit_postgres(conn)
+    out["rows_per_s"] = round(out["rows"] / out["seconds"]) if out["seconds"] else None
+    result_path.write_text(json.dumps(out))
+
+
+def _synced_tables(names) -> list[str]:
+    return sorted(n for n in names if not n.startswith(("sfsync_", "sqlite_"))
+                  and n != "marketing_activity")
+
+
+def _limit_sqlite(source: Path) -> dict:
+    import sqlite3
+
+    target = source.with_name("limits.db")
+    target.unlink(missing_ok=True)
+    src = sqlite3.connect(source)
+    dst = sqlite3.connect(target, isolation_level=None)
+    dst.execute("PRAGMA journal_mode=WAL")  # as the sync's engine has it
+    dst.execute("PRAGMA synchronous=NORMAL")
+    tables = _synced_tables(n for (n,) in src.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table'"))
+    rows = seconds = 0
+    for table in tables:
+        for (sql,) in src.execute("SELECT sql FROM sqlite_master WHERE tbl_name = ? AND type IN "
+                                  "('table', 'index') AND sql IS NOT NULL ORDER BY type DESC",
+                                  (table,)):
+            dst.execute(sql)
+        cols = [r[1] for r in src.execute(f'PRAGMA table_info("{table}")') if r[1] != "id"]
+        names = ", ".join(f'"{c}"' for c in cols)
+        insert = f'INSERT INTO "{table}" ({names}) VALUES ({", ".join("?" for _ in cols)})'
+        cursor = src.execute(f'SELECT {names} FROM "{table}" ORDER BY id')
+        while batch := cursor.fetchmany(2000):  # the copy's chunk
+            t0 = time.perf_counter()
+            dst.execute("BEGIN IMMEDIATE")
+            dst.executemany(insert, batch)
+            dst.execute("COMMIT")
+            seconds += time.perf_counter() - t0
+            rows += len(batch)
+    dst.close()
+    target.unlink(missing_ok=True)
+    return {"method": "executemany", "rows": rows, "seconds": round(seconds, 2)}
+
+
+def _limit_postgres(conn: dict) -> dict:
+    import psycopg
+    from psycopg import sql
+
+    url = (f"postgresql://{conn['login']}:{conn.get('password') or ''}@{conn['host']}:"
+           f"{conn['port']}/{conn['schema']}")
+    rows = seconds = 0
+    with psycopg.connect(url, autocommit=True) as pg, tempfile.TemporaryFile() as dump:
+        tables = _synced_tables(r[0] for r in pg.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"))
+        pg.execute("CREATE SCHEMA sfsync_limits")
+        for table in tables:
+            name = sql.Identifier(table)
+            target = sql.Identifier("sfsync_limits", table)
+            cols = [r[0] for r in pg.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+                "'public' AND table_name = %s AND column_name <> 'id' ORDER BY ordinal_position",
+                (table,))]
+            names = sql.SQL(", ").join(map(sql.Identifier, cols))
+            pg.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(target, name))
+            dump.seek(0)
+            dump.truncate()
+            with pg.cursor().copy(sql.SQL("COPY (SELECT {} FROM {} ORDER BY id) TO STDOUT")
+                                  .format(names, name)) as out:
+                for block in out:
+                    dump.write(block)
+            dump.seek(0)
+            t0 = time.perf_counter()
+            with pg.transaction(), pg.cursor().copy(
+                    sql.SQL("COPY {} ({}) FROM STDIN").format(target, names)) as into:
+                while block := dump.read(1 << 20):
+                    into.write(block)
+            seconds += time.perf_counter() - t0
+            rows += pg.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()[0]
+        pg.execute("DROP SCHEMA sfsync_limits CASCADE")
+    return {"method": "COPY", "rows": rows, "seconds": round(seconds, 2)}
+
+
 def _write_profile(profiler, stem: Path) -> None:
     import io
     import pstats
@@ -152,8 +279,8 @@ def worker_cycles(result_path: Path, backend: str, changes: list[int]) -> None:
 
     config = load_config(overrides=bench_settings())
 
-    def cycle(label: str, n: int | None) -> dict:
-        control("POST", "/clock", {"advance_seconds": SETTLE_SECONDS})
+    def cycle(label: str, n: int | None, advance: int = SETTLE_SECONDS) -> dict:
+        control("POST", "/clock", {"advance_seconds": advance})
         touched = {}
         if n:
             creates, deletes = n // 50, n // 100
@@ -180,6 +307,9 @@ def worker_cycles(result_path: Path, backend: str, changes: list[int]) -> None:
     out = {"settle": cycle("settle", None), "cycles": []}
     for n in changes:
         out["cycles"].append(cycle(f"{n}-changes", n))
+        if n == 1000:  # the next cycles, the changes still inside the overlap window: 2 calls
+            out["after_1000"] = [out["cycles"][-1], cycle("1000-changes +60s", None, 60),
+                                 cycle("1000-changes +120s", None, 60)]
     out["peak_rss_mb"] = peak_rss_mb()
     result_path.write_text(json.dumps(out))
 
@@ -282,10 +412,15 @@ def bench_backend(backend: str, tmp: Path, emu, args) -> dict:
         copy["api_calls_per_1000_records"] = round(
             1000 * copy["api_calls"] / max(copy["records_read"], 1), 3)
         copy["emulator_peak_rss_mb"] = emulator_peak_mb(emu.pid) if tracked else None
+        print(f"== {backend}: the machine's limits for the same rows", flush=True)
+        limits = {"serving": run_worker("serving", backend, tmp, []),
+                  "database": run_worker("limits", backend, tmp, [])}
+        copy["copy_over_serving"] = round(
+            copy["records_per_s"] / limits["serving"]["records_per_s"], 2)
         print(f"== {backend}: incremental cycles", flush=True)
         cycles = run_worker("cycles", backend, tmp,
                             ["--changes", ",".join(map(str, args.changes))])
-        return {"initial_copy": copy, **cycles}
+        return {"initial_copy": copy, "limits": limits, **cycles}
     finally:
         if scope is not None:
             scope.__exit__(None, None, None)
@@ -314,8 +449,24 @@ def print_report(results: dict) -> None:
                   f"{cyc['api_calls']:>11,}   {loaded['new']:,} / {loaded['updated']:,} / "
                   f"{loaded['deleted']:,}")
         print(f"  {backend + ' peak RSS':<24}{mb(r['peak_rss_mb']):>9}  (the cycles' process)")
+    for backend, r in results["backends"].items():
+        if r.get("after_1000"):
+            print(f"  {backend}: API calls of the three cycles (1,000 changes, then nothing new "
+                  f"+60 s and +120 s, inside the overlap window): "
+                  + " / ".join(str(c["api_calls"]) for c in r["after_1000"]))
+    print()
+    print("  the same rows, same run: the emulator's Bulk CSV serving, the database's own write")
+    for backend, r in results["backends"].items():
+        limits, c = r["limits"], r["initial_copy"]
+        db = limits["database"]
+        print(f"  {backend:<10} serving {limits['serving']['records_per_s']:>8,} records/s   "
+              f"{db['method']:<11} {db['rows_per_s']:>8,} rows/s   copy {c['records_per_s']:>8,}"
+              f" records/s = {c['copy_over_serving']:.2f} of serving")
     print()
     print(f"written to {OUT / 'pull.json'}")
+    ratios = " ".join(f"{b}={r['initial_copy']['copy_over_serving']:.2f}"
+                      for b, r in results["backends"].items())
+    print(f"copy/serving: {ratios}")
 
 
 def main() -> None:
@@ -330,7 +481,8 @@ def main() -> None:
     parser.add_argument("--postgres-url", default=POSTGRES_URL)
     parser.add_argument("--org", default="demo", choices=["demo", "standard", "mature"],
                         help="the emulator org profile (default demo)")
-    parser.add_argument("--worker", choices=["copy", "cycles"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["copy", "cycles", "serving", "limits"],
+                        help=argparse.SUPPRESS)
     parser.add_argument("--backend", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -341,6 +493,10 @@ def main() -> None:
         logging.getLogger("include.sfsync.initial").setLevel(logging.INFO)
         if args.worker == "copy":
             worker_copy(args.result, args.backend, args.profile)
+        elif args.worker == "serving":
+            worker_serving(args.result, args.backend)
+        elif args.worker == "limits":
+            worker_limits(args.result, args.backend)
         else:
             worker_cycles(args.result, args.backend, args.changes)
         return

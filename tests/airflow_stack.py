@@ -24,6 +24,13 @@ Design (see shared/reference/airflow-3.3-recipes.md sections 1-4):
   On Linux the group leaders also get ``PR_SET_PDEATHSIG=SIGTERM`` so a killed pytest does not leave a
   stack behind.
 * Component output goes to ``home/stack-logs/<component>.log``; failure messages include their tails.
+* ``executor="CeleryExecutor"`` (PostgreSQL metadata only): ``celery_workers`` workers
+  (``airflow celery worker``, ``worker-1``, ``worker-2``, ...) with a Redis broker and result backend
+  (``broker_url``, default ``$SFSYNC_TEST_REDIS_URL`` or ``redis://127.0.0.1:6379/0``). Each stack gets
+  its own default queue (``[operators] default_queue``), so stacks sharing one Redis never take each
+  other's tasks. Every worker reports its own name as the task instances' ``hostname``
+  (``[core] hostname_callable`` = ``include.sfsync.airflow_glue.worker_hostname``), skips the log
+  server (the api-server reads the shared ``home/logs``) and is ready once Celery says so.
 
 Measured on the 2-core dev machine: start-up 13-16 s (migrate ~4.5 s, then health), ~22 s with both cores
 busy; manual trigger -> run success 0.5-1.5 s; the first task of a fresh stack spends ~4 s warming up its
@@ -53,6 +60,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from pathlib import Path
@@ -132,11 +140,18 @@ class AirflowStack:
         ``AIRFLOW_VAR_*``, ``REQUESTS_CA_BUNDLE``, ``AIRFLOW__SECTION__KEY`` overrides, ...). ``PYTHONPATH``
         defaults to the project root (so ``include.*`` imports); a given ``PYTHONPATH`` replaces it.
     pools: pool name -> slots, created before :meth:`start` returns.
+    variables: Airflow Variables (key -> value) created in the metadata database before the pools:
+        a task in a pool cannot start before them.
     dag_ids: DAGs to wait for at start-up. ``None``: wait until the dag-processor has stored at least one
         DAG or import error. ``()``: don't wait.
     plugins_folder: defaults to an empty ``home/plugins`` (the project's UI plugin is imported by every
         component and every task process: pass ``ROOT / "plugins"`` only if the DAGs need it).
     triggerer: also start a triggerer (only for deferrable tasks).
+    executor: ``LocalExecutor`` (default) or ``CeleryExecutor`` (needs ``metadata_url``).
+    celery_workers: how many Celery workers (CeleryExecutor), ``worker_concurrency`` task slots each.
+    broker_url: the Celery broker and result backend (Redis).
+    celery_imports: modules each Celery worker imports once before it forks its pool (``[celery]
+        imports``), instead of every task process importing them again.
     users: real logins instead of "everyone is admin": user name -> (role, password), roles of the
         SimpleAuthManager (viewer, user, op, admin). The stack's own REST calls log in as the
         first admin.
@@ -150,6 +165,7 @@ class AirflowStack:
         *,
         env: Mapping[str, str] | None = None,
         pools: Mapping[str, int] | None = None,
+        variables: Mapping[str, str] | None = None,
         dag_ids: Iterable[str] | None = None,
         plugins_folder: str | os.PathLike | None = None,
         triggerer: bool = False,
@@ -157,14 +173,32 @@ class AirflowStack:
         stop_grace: float = 10.0,
         metadata_url: str | None = None,
         users: Mapping[str, tuple[str, str]] | None = None,
+        executor: str = "LocalExecutor",
+        celery_workers: int = 2,
+        worker_concurrency: int = 2,
+        broker_url: str | None = None,
+        celery_imports: Iterable[str] = (),
     ):
         # A PostgreSQL metadata database: Airflow on SQLite can crash its scheduler when a
         # backfill is created under concurrent access (the api-server answers 503 and rolls
         # back runs the scheduler has already read).
         self.metadata_url = metadata_url
+        if executor not in ("LocalExecutor", "CeleryExecutor"):
+            raise ValueError(f"executor {executor!r}: LocalExecutor or CeleryExecutor")
+        if executor == "CeleryExecutor" and not metadata_url:
+            raise ValueError("CeleryExecutor needs a PostgreSQL metadata_url")
+        self.executor = executor
+        self.worker_names = ([f"worker-{i}" for i in range(1, celery_workers + 1)]
+                             if executor == "CeleryExecutor" else [])
+        self.worker_concurrency = worker_concurrency
+        self.celery_imports = list(celery_imports)
+        self.broker_url = broker_url or os.environ.get("SFSYNC_TEST_REDIS_URL",
+                                                       "redis://127.0.0.1:6379/0")
+        self.queue = f"sfsync-stack-{uuid.uuid4().hex[:12]}"
         self.dags_folder = Path(dags_folder).resolve()
         self.home = Path(home).resolve()
         self.pools = dict(pools or {})
+        self.variables = dict(variables or {})
         self.dag_ids = None if dag_ids is None else list(dag_ids)
         self.with_triggerer = triggerer
         self.startup_timeout = startup_timeout
@@ -193,7 +227,7 @@ class AirflowStack:
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(self.plugins_folder),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.metadata_url
             or f"sqlite:///{self.home}/airflow.db",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__EXECUTOR": self.executor,
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__CORE__PARALLELISM": "4",
@@ -215,6 +249,17 @@ class AirflowStack:
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         })
+        if self.executor == "CeleryExecutor":
+            env.update({
+                "AIRFLOW__CELERY__BROKER_URL": self.broker_url,
+                "AIRFLOW__CELERY__RESULT_BACKEND": self.broker_url,
+                "AIRFLOW__OPERATORS__DEFAULT_QUEUE": self.queue,
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
+                "AIRFLOW__CELERY__SYNC_PARALLELISM": "1",  # no process pool in the scheduler
+                # Imported once by each worker before it forks its pool, not by every task.
+                "AIRFLOW__CELERY__EXTRA_CELERY_CONFIG": json.dumps(
+                    {"imports": list(self.celery_imports)}),
+            })
         if self.users:
             env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] = "False"
             env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] = ",".join(
@@ -249,11 +294,21 @@ class AirflowStack:
                 components.append("triggerer")
             for name in components:
                 self._spawn(name)
+            for name in self.worker_names:
+                self._spawn(name, ["celery", "worker", "--celery-hostname", f"{name}@{self.queue}",
+                                   "--queues", self.queue,
+                                   "--concurrency", str(self.worker_concurrency),
+                                   "--skip-serve-logs", "--without-gossip", "--without-mingle"],
+                            env={"SFSYNC_WORKER_HOSTNAME": name, "AIRFLOW__CORE__HOSTNAME_CALLABLE":
+                                 "include.sfsync.airflow_glue.worker_hostname"})
             self._wait_healthy(deadline)
+            self._wait_workers(deadline)
             self.timings["health"] = time.monotonic() - t0
             if self.users:
                 admin = next(n for n, (role, _p) in self.users.items() if role == "admin")
                 self.session.headers["Authorization"] = "Bearer " + self.token(admin)
+            for key, value in self.variables.items():
+                self.api("POST", "/variables", json={"key": key, "value": value})
             self._create_pools()
             self.timings["pools"] = time.monotonic() - t0
             if self.dag_ids is None:
@@ -295,11 +350,13 @@ class AirflowStack:
             raise AirflowStackError(f"{' '.join(cmd[2:])} timed out after {timeout:.0f}s:\n"
                                     f"{exc.stdout or ''}\n{exc.stderr or ''}") from None
 
-    def _spawn(self, component: str) -> None:
+    def _spawn(self, component: str, args: list[str] | None = None,
+               env: Mapping[str, str] | None = None) -> None:
         log = open(self.log_dir / f"{component}.log", "ab")  # noqa: SIM115 - closed in stop()
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "airflow", component], env=self.env, cwd=self.home,
+                [sys.executable, "-m", "airflow", *(args or [component])],
+                env={**self.env, **(env or {})}, cwd=self.home,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=_pdeathsig if sys.platform == "linux" else None)
         finally:
@@ -367,6 +424,19 @@ class AirflowStack:
                 last = repr(exc)
             time.sleep(0.5)
         raise self._fail(f"Airflow not healthy within {self.startup_timeout:.0f}s (last health: {last})")
+
+    def _wait_workers(self, deadline: float) -> None:
+        """Every Celery worker has connected to the broker and consumes the stack's queue."""
+        waiting = list(self.worker_names)
+        while waiting:
+            self.check_alive()
+            waiting = [n for n in waiting
+                       if f"{n}@{self.queue} ready" not in _tail(self.log_dir / f"{n}.log", 200)]
+            if waiting and time.monotonic() > deadline:
+                raise self._fail(f"Celery worker(s) {waiting} not ready within "
+                                 f"{self.startup_timeout:.0f}s (broker {self.broker_url})")
+            if waiting:
+                time.sleep(0.3)
 
     def _wait_any_dag(self, deadline: float) -> None:
         while time.monotonic() < deadline:

@@ -226,3 +226,15 @@ def mark_run_failed(context) -> None:
     where = f"task {ti.task_id} failed" if ti is not None else "failed"
     _record_failure(run_key_of(context),
                     f"{context.get('reason', 'failed')}: {where}; see its log")
+
+
+# --- deployment -------------------------------------------------------------------------------
+
+def worker_hostname() -> str:
+    """``[core] hostname_callable`` for several Celery workers on one machine (``make
+    airflow-celery``): the task instances' *Host* is ``SFSYNC_WORKER_HOSTNAME`` when set, so the
+    UI tells the workers apart; otherwise Airflow's default, the machine's FQDN."""
+    import os
+    import socket
+
+    return os.environ.get("SFSYNC_WORKER_HOSTNAME") or socket.getfqdn()

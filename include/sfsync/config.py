@@ -1,7 +1,10 @@
 """sfsync's configuration: one YAML file users edit, validated with errors that name the key.
 
 The file is ``config/sfsync.yaml`` (or the path in ``SFSYNC_CONFIG``); every key is optional and
-falls back to the defaults below. ``python -m include.sfsync.config`` checks the file without
+falls back to the defaults below. On a deployment with several workers (Celery, Kubernetes) the
+Airflow Variable ``sfsync_config`` holds the same YAML (or JSON) instead, so every worker reads
+one configuration without a shared disk: when it exists, it is the configuration and the file is
+not read (``load_config``). ``python -m include.sfsync.config`` checks the file without
 Salesforce; the names it gives are checked against the org after describe (``catalog``), at
 every run's ``prepare`` step and by ``python -m include.sfsync.admin fields``.
 ``python -m include.sfsync.admin config`` prints the effective configuration;
@@ -24,6 +27,7 @@ from include.sfsync.standardize import value_map_problem
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PATH = PROJECT_ROOT / "config" / "sfsync.yaml"
+VARIABLE = "sfsync_config"  # the Airflow Variable that, when set, replaces the file
 
 
 class _Strict(BaseModel):
@@ -193,28 +197,62 @@ def config_path() -> Path:
     return Path(os.environ.get("SFSYNC_CONFIG") or DEFAULT_PATH)
 
 
+def airflow_variable() -> str | None:
+    """The Airflow Variable ``sfsync_config``, or None when it is not set.
+
+    Asked only in a process that has Airflow's Task SDK loaded already (task processes on any
+    worker, the DAG processor's callbacks, the api-server): there ``Variable.get`` goes through
+    the secrets backends (``AIRFLOW_VAR_SFSYNC_CONFIG``, a Vault or AWS backend, ...) and then the
+    metadata database by the Execution API. Elsewhere (the command line, scripts, tests) only the
+    environment variable form is read, so that plain Python never pays Airflow's import.
+    """
+    if "airflow.sdk" not in sys.modules:
+        return os.environ.get("AIRFLOW_VAR_" + VARIABLE.upper())
+    from airflow.sdk import Variable
+
+    return Variable.get(VARIABLE, default=None)
+
+
 def load_config(path: Path | str | None = None, overrides: dict[str, Any] | None = None
                 ) -> SyncConfig:
-    """Read and validate the configuration (a missing file means all defaults)."""
+    """Read and validate the configuration: ``path`` if given, else the Airflow Variable
+    ``sfsync_config`` when it is set (:func:`airflow_variable`), else the file (a missing file
+    means all defaults)."""
+    variable = None if path else airflow_variable()
+    if variable is not None:
+        return _validated(_parsed(variable, f"Airflow Variable {VARIABLE!r}"),
+                          f"Airflow Variable {VARIABLE!r}", overrides)
     path = Path(path) if path else config_path()
     data: dict[str, Any] = {}
     if path.exists():
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
             raise ConfigError(f"{path}: not UTF-8 text: byte {exc.object[exc.start:exc.start + 1]!r}"
                               f" at position {exc.start}; save the file as UTF-8") from None
         except OSError as exc:  # a directory, no permission to read it
             raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}") from None
-        except yaml.YAMLError as exc:
-            # one line: PyYAML's message spans several, with the offending text
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-            problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
-            raise ConfigError(f"{path}: not valid YAML: {where}{problem}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of settings")
-    data.update(overrides or {})
+        data = _parsed(text, str(path))
+    return _validated(data, str(path), overrides)
+
+
+def _parsed(text: str, source: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        # one line: PyYAML's message spans several, with the offending text
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ConfigError(f"{source}: not valid YAML: {where}{problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of settings")
+    return data
+
+
+def _validated(data: dict[str, Any], source: str, overrides: dict[str, Any] | None
+               ) -> SyncConfig:
+    data = {**data, **(overrides or {})}
     try:
         return SyncConfig(**data)
     except ValidationError as exc:
@@ -223,18 +261,18 @@ def load_config(path: Path | str | None = None, overrides: dict[str, Any] | None
             where = ".".join(str(p) for p in err["loc"]) or "(top level)"
             message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
             problems.append(f"{where}: {message}")
-        raise ConfigError(f"{path}: " + "; ".join(problems)) from None
+        raise ConfigError(f"{source}: " + "; ".join(problems)) from None
 
 
 def main() -> int:
     """``python -m include.sfsync.config``: the file checked (not yet against the org); a
     mistake is one line on stderr naming the key, exit status 2."""
+    path = config_path()
     try:
-        load_config()
+        load_config(path)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    path = config_path()
     print(f"{path}: valid" if path.exists() else f"{path}: no such file: the defaults apply")
     print("The objects, fields and columns it names are checked against the org by every run's "
           "prepare step and by `python -m include.sfsync.admin fields`.")

@@ -71,10 +71,13 @@ def open_context(config: SyncConfig | None = None, *, engine: Engine | None = No
     return SyncContext(config, engine, catalog, tables, BOOKS, client)
 
 
-def sync_schema(engine: Engine, client: SalesforceClient, config: SyncConfig) -> Catalog:
-    """Org lock, then describe every object in one call and evolve the tables to match."""
+def sync_schema(engine: Engine, client: SalesforceClient, config: SyncConfig, *,
+                describes: dict[str, dict] | None = None) -> Catalog:
+    """Org lock, then describe every object in one call and evolve the tables to match.
+    ``describes``: the answers, when the caller asked for them along with other sub-requests."""
     check_org(engine, client)
-    describes = client.describe_all(object_names(config.custom_objects))
+    if describes is None:
+        describes = client.describe_all(object_names(config.custom_objects))
     store_describes(engine, describes)
     catalog = build_catalog(describes, config)
     catalog.warnings.extend(forget_lost_tables(engine, catalog))  # before it recreates them

@@ -18,21 +18,21 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
-from more_itertools import chunked
 
 from include.sfsync.context import SyncContext
+from include.sfsync.pull.copyload import CopyLoader, CopyPlan
 from include.sfsync.pull.extract import changes_soql, count_soql
-from include.sfsync.pull.filters import filter_records
-from include.sfsync.pull.load import Counts, Loader
+from include.sfsync.pull.load import Counts
 from include.sfsync.salesforce import reads, soql
 from include.sfsync.salesforce.soql import soql_datetime
 from include.sfsync.store.capture import record_rows
-from include.sfsync.store.engine import reader, utcnow
+from include.sfsync.store.engine import lock_table, reader, utcnow
 from include.sfsync.store.ledger import COUNT_KEYS, add_api_calls, record_counts
 from include.sfsync.values import parse_sf_datetime
 
 log = logging.getLogger(__name__)
-CHUNK = 2000
+CHUNK = 10_000  # records per transaction (the first ones smaller: see _chunks)
+FIRST_CHUNK = 2_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 FOREVER = datetime(9999, 1, 1, tzinfo=UTC)
 
@@ -74,6 +74,7 @@ def copy_window(ctx: SyncContext, run_key: str, sf_object: str,
     key = (window_t.c.sf_object == sf_object, window_t.c.window_start == start,
            window_t.c.window_end == end)
     with ctx.engine.begin() as conn:
+        lock_table(conn, ctx.catalog.object(sf_object).type.table)  # two runs, one window row
         window = conn.execute(sa.select(window_t).where(*key)).first()
         if window is None:
             conn.execute(window_t.insert().values(sf_object=sf_object, window_start=start,
@@ -117,18 +118,25 @@ def copy_window(ctx: SyncContext, run_key: str, sf_object: str,
     records = reads.records(client, sf_object, query, total=total,
                             bulk_threshold=ctx.config.bulk_threshold, include_deleted=True,
                             describe_fields=obj.describe_fields)
-    for chunk in chunked(records, CHUNK):
-        kept, skipped = filter_records(obj, chunk)
-        counts.add("skipped", len(skipped))
+    plan = CopyPlan(ctx.tables, obj, ctx.engine.dialect,  # how new records become rows
+                    blocked=set(ctx.catalog.config.block_updates.get(obj.type.table, [])))
+
+    def write(chunk: list[dict]) -> None:
+        """One transaction: the chunk's rows, the window's resume key after them, the counts."""
+        nonlocal copied
         last = chunk[-1]
         with ctx.engine.begin() as conn:
-            Loader(conn, ctx.tables, ctx.catalog, obj, counts, run_key=run_key).load(kept)
+            CopyLoader(conn, ctx.tables, ctx.catalog, obj, counts, run_key=run_key,
+                       plan=plan).copy(chunk)
             copied += len(chunk)
             conn.execute(window_t.update().where(*key).values(
                 resume_created=parse_sf_datetime(last["CreatedDate"]), resume_id=last["Id"],
                 copied=copied))
             _record(conn, count_t, run_key, sf_object, counts, client.api_calls - calls_before)
         progress.advance(len(chunk))
+
+    for chunk in _chunks(records):  # the next Bulk page downloads meanwhile (reads.records)
+        write(chunk)
     if ctx.engine.dialect.name == "postgresql":  # fresh statistics for the objects copied next
         with ctx.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql(f'ANALYZE "{obj.type.table}"')
@@ -139,6 +147,19 @@ def copy_window(ctx: SyncContext, run_key: str, sf_object: str,
     add_api_calls(ctx.engine, run_key, client.api_calls - calls_before, client.api_usage)
     log.info("%s: done. %s", label, progress.line())
     return counts.as_dict()
+
+
+def _chunks(records):
+    """The records in transactions of FIRST_CHUNK, then doubling up to CHUNK: the first rows
+    are written as soon as the first (small) page is read, while the next pages download."""
+    size, batch = FIRST_CHUNK, []
+    for rec in records:
+        batch.append(rec)
+        if len(batch) >= size:
+            yield batch
+            batch, size = [], min(size * 2, CHUNK)
+    if batch:
+        yield batch
 
 
 def _history_complete(ctx: SyncContext, sf_object: str) -> bool:
@@ -194,7 +215,12 @@ def close_coverage(ctx: SyncContext, sf_object: str) -> bool:
         return False
     cursor = started - timedelta(seconds=ctx.config.overlap_seconds)
     with ctx.engine.begin() as conn:
+        # An incremental cycle on another worker may have started the cursor meanwhile (its
+        # own full copy): it is never moved back.
+        lock_table(conn, ctx.catalog.object(sf_object).type.table)
         mark = conn.execute(sa.select(mark_t).where(mark_t.c.sf_object == sf_object)).first()
+        if mark is not None and mark.cursor_modstamp is not None:
+            return True
         if mark is None:
             conn.execute(mark_t.insert().values(sf_object=sf_object, cursor_modstamp=cursor,
                                                 full_copy_done=True, updated_at=utcnow()))

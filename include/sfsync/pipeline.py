@@ -1,8 +1,9 @@
 """The sync's steps: one function per Airflow task, each safe to retry, and nothing else.
 
 Incremental cycle (``salesforce_incremental_sync``): ``prepare`` is the only step that needs
-Salesforce on an idle cycle: it checks the org lock, describes every object (one composite
-call, which also catches schema drift) and probes for changes (one composite call).
+Salesforce on an idle cycle: it checks the org lock, describes every object (which also catches
+schema drift) and probes for changes, the describes and the probe's sub-requests sharing
+composite calls (two for up to 12 objects).
 ``extract_object`` fetches what the probe could not (more pages, Bulk jobs). ``filter_object``,
 ``load_object``, ``dedupe_people`` and ``finish`` work from the durable staging in the marketing
 database and never call Salesforce. ``push`` runs one of the push steps (``steps.PUSH_STEPS``)
@@ -101,10 +102,18 @@ def prepare(run_key: str, *, dag_id: str = "salesforce_incremental_sync",
                 "api_calls": 0}
     client = client or new_client(config)
     before = client.api_calls
-    catalog = sync_schema(engine, client, config)
+    ledger.check_org(engine, client)  # before anything is asked of the org
+    # The describes and the probe's windows go in the same composite calls: an idle cycle
+    # costs two calls, not a describe call and the probe's own.
+    names = object_names(config.custom_objects)
+    windows = X.probe_windows(client, engine, BOOKS, config.overlap_seconds, names)
+    answers = client.composite(client.describe_requests(names) + windows.requests)
+    catalog = sync_schema(engine, client, config,
+                          describes=client.described(names, answers[:len(names)]))
     for warning in catalog.warnings:
         log.warning("%s", warning)
-    plans = X.probe(client, engine, BOOKS, catalog, run_key)
+    plans = X.probe(client, engine, BOOKS, catalog, run_key, windows=windows,
+                    answers=answers[len(names):])
     calls = client.api_calls - before
     ledger.add_api_calls(engine, run_key, calls, client.api_usage)
     return {"objects": {name: plan.mode for name, plan in plans.items()},
@@ -141,8 +150,13 @@ def load_object(run_key: str, sf_object: str, ctx: SyncContext | None = None) ->
     if status not in {"filtered", "loaded"}:
         raise NotPreparedError(f"{sf_object}: the field filter has not run for run {run_key} "
                            f"(status {status!r})")
+    overlap = ctx.config.overlap_seconds
+    read = X.read_log(ctx.engine, ctx.books, run_key, sf_object, overlap)
     counts = load_staged(ctx.engine, ctx.tables, ctx.catalog, run_key, sf_object,
-                         X.staged(ctx.engine, ctx.books, run_key, sf_object))
+                         read.watch(X.staged(ctx.engine, ctx.books, run_key, sf_object)))
+    # What the load processed in the overlap window: the next probes need not read it again.
+    X.remember_reads(ctx.engine, ctx.books, sf_object, ctx.catalog.object(sf_object).type.table,
+                     read, overlap)
     return {"object": sf_object, **counts}
 
 

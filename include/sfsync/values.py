@@ -27,6 +27,10 @@ def parse_value(sf_type: str, value):
     return value
 
 
+# The types whose Bulk CSV cells csv_value converts; any other cell is its text ("" is None).
+CSV_TYPED = frozenset({"boolean", "int", "double", "currency", "percent"})
+
+
 def csv_value(sf_type: str, text: str):
     """A Bulk CSV cell as REST JSON would carry it."""
     if sf_type == "boolean":

@@ -25,6 +25,9 @@ pytestmark = pytest.mark.integration
 V = "/services/data/v59.0"
 EVERY = "(User, Account, Lead, Contact, Campaign, CampaignMember, Opportunity, " \
     "OpportunityContactRole, Task, Event)"
+# The describes and the probe's windows (three per object) share two composite calls: the
+# second holds the windows of the last five objects.
+PROBE_TAIL = "(CampaignMember, Opportunity, OpportunityContactRole, Task, Event)"
 NOT_JSON = "HTTP 200 not JSON"
 
 # case -> (what the cycle has to do: "pull" a new lead, "bulk" the same through Bulk API 2.0,
@@ -40,11 +43,11 @@ ANSWERS = {
                                f"Salesforce POST {V}/composite {EVERY}: HTTP 403 "
                                "REQUEST_LIMIT_EXCEEDED: ", "TotalRequests Limit exceeded"),
     "probe-html_page": ("pull", {"endpoint": "composite", "kind": "html_page", "after": 1},
-                        f"Salesforce POST {V}/composite {EVERY}: {NOT_JSON} (text/html",
+                        f"Salesforce POST {V}/composite {PROBE_TAIL}: {NOT_JSON} (text/html",
                         "bytes"),
     "probe-http_503": ("pull", {"endpoint": "composite", "kind": "http_503", "after": 1},
-                       f"Salesforce POST {V}/composite {EVERY}: HTTP 503 SERVER_UNAVAILABLE: ",
-                       "retry your request"),
+                       f"Salesforce POST {V}/composite {PROBE_TAIL}: HTTP 503 "
+                       "SERVER_UNAVAILABLE: ", "retry your request"),
     "queries-empty_body": ("pull", {"endpoint": "composite", "kind": "empty_body", "after": 2},
                            f"Salesforce POST {V}/composite (Lead", "0 bytes"),
     "queries-truncated_json": ("pull", {"endpoint": "composite", "kind": "truncated_json",

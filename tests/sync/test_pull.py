@@ -327,6 +327,103 @@ def test_a_transaction_open_longer_than_the_overlap_is_not_lost(sync):
     assert aware(row["sfdc_lead_system_modstamp"]) == parse_sf_datetime(
         late["SystemModstamp"] + "Z")
 
+def _calls(sync: Sync) -> int:
+    """The emulator's count of API calls so far (logins excluded)."""
+    return sync.org.control("GET", "/counters")["total"]
+
+
+def _read(sync: Sync, run_key: str) -> int:
+    """Records the run's change queries read (staged)."""
+    return sync.mdb.scalar("SELECT COALESCE(SUM(rows), 0) FROM sfsync_extract "
+                           "WHERE run_key = :k", k=run_key)
+
+
+@pytest.mark.parametrize("org", ["standard:20000"], indirect=True)  # 1,000 distinct changes
+def test_each_change_is_read_once_and_idle_cycles_in_the_overlap_cost_two_calls(sync):
+    """After a cycle that loaded 1,000 changes, the next cycles cost 2 API calls (describes and
+    probe share them) while nothing changes, also while those changes are inside the overlap
+    window; what does change there is read alone: a record changed again, a late commit."""
+    overlap = timedelta(seconds=load_config().overlap_seconds)
+    sync.cycle("copy")
+    sync.advance(600)
+    sync.cycle("settle")
+    sync.advance(600)
+    made = sync.org.control("POST", "/simulate", json={
+        "updates": 1030, "creates": 20, "deletes": 10, "rng_seed": 11})
+    changed = {i for kind in ("created", "updated", "deleted") for ids in made[kind].values()
+               for i in ids}
+    assert len(changed) >= 1000
+    sync.advance(120)  # Salesforce's coverage (whole minutes) passes the changes
+    before = _calls(sync)
+    sync.cycle("changes")
+    print(f"cycle with {len(changed)} changes: {_calls(sync) - before} API calls")
+    assert _read(sync, "changes") >= 1000  # (a deleted campaign member is gone from queryAll)
+    stamps = [parse_sf_datetime(r["SystemModstamp"]) for r in sync.truth("Lead")["Lead"]
+              if r["Id"] in changed]
+
+    for label in ("idle-1", "idle-2"):
+        sync.advance(60)
+        before = _calls(sync)
+        summary = sync.cycle(label)
+        # the changes are still inside the window the probe asks about
+        assert aware(sync.watermark("Lead")) - overlap <= min(stamps) + timedelta(minutes=1)
+        assert _calls(sync) - before == 2, label
+        assert _read(sync, label) == 0, label
+        assert all(c == ZERO for c in summary["counts"].values()), label
+
+    # A record the 1,000-change cycle read changes again: read alone (describe, probe, query).
+    lead = next(r for r in sync.truth("Lead")["Lead"] if r["Id"] in changed
+                and not r["IsConverted"])
+    sync.update("Lead", lead["Id"], Title="Changed again")
+    sync.advance(60)
+    before = _calls(sync)
+    summary = sync.cycle("again")
+    assert _calls(sync) - before == 3
+    assert _read(sync, "again") == 1
+    assert counts(summary, "Lead") == {**ZERO, "updated": 1}
+    assert sync.person(lead["Id"])["title"] == "Changed again"
+
+    # A transaction commits late, stamped behind the cursor, on a record no load read lately:
+    # the overlap window names it, and only it is read.
+    other = next(r for r in sync.truth("Lead")["Lead"] if r["Id"] not in changed
+                 and not r["IsConverted"])
+    late = sync.org.control("POST", "/late-commit", json={
+        "id": other["Id"], "values": {"Title": "Committed late"}, "seconds_ago": 120})
+    late_stamp = parse_sf_datetime(late["SystemModstamp"] + "Z")
+    assert late_stamp < aware(sync.watermark("Lead"))
+    before = _calls(sync)
+    summary = sync.cycle("late")
+    assert _calls(sync) - before == 3
+    assert _read(sync, "late") == 1
+    assert counts(summary, "Lead") == {**ZERO, "updated": 1}
+    row = sync.person(other["Id"])
+    assert row["title"] == "Committed late"
+    assert aware(row["sfdc_lead_system_modstamp"]) == late_stamp
+
+    sync.advance(420)
+    before = _calls(sync)
+    summary = sync.cycle("idle-3")
+    assert _calls(sync) - before == 2
+    assert all(c == ZERO for c in summary["counts"].values())
+
+
+def test_a_version_a_sync_filter_left_out_is_not_read_again(sync):
+    sync.cycle("copy")
+    sync.advance(600)
+    sync.cycle("settle")
+    sync.advance(600)
+    lead = next(r for r in sync.truth("Lead")["Lead"]
+                if r.get("Do_Not_Sync_Marketing__c") and not r["IsConverted"])
+    sync.update("Lead", lead["Id"], Title="Kept out")
+    sync.advance(60)
+    assert counts(sync.cycle("filtered"), "Lead") == {**ZERO, "skipped": 1}
+    sync.advance(60)  # still inside the overlap window
+    before = _calls(sync)
+    summary = sync.cycle("after")
+    assert _calls(sync) - before == 2
+    assert counts(summary, "Lead") == ZERO
+
+
 TIES = 2300  # more than one 2,000-record page, all in one second
 
 

@@ -18,8 +18,9 @@ from sqlalchemy.engine import Engine
 from include.sfsync.catalog import Catalog, ObjectCatalog, processing_fields
 from include.sfsync.errors import ConfigError, NotPreparedError
 from include.sfsync.store.engine import utcnow
-from include.sfsync.store.ledger import record_counts
+from include.sfsync.store.ledger import note_seen, record_counts
 from include.sfsync.store.tables import BOOKS
+from include.sfsync.values import parse_sf_datetime
 
 
 def keep_fields(obj: ObjectCatalog) -> set[str]:
@@ -68,7 +69,14 @@ def filter_staged(engine: Engine, catalog: Catalog, run_key: str, sf_object: str
             return {"object": sf_object, "skipped": skipped or 0, "kept": state.rows}
         stage_rows = conn.execute(sa.select(stage_t.c.seq, stage_t.c.record).where(
             stage_t.c.run_key == run_key, stage_t.c.sf_object == sf_object)).all()
-        kept, skipped = filter_records(obj, [json.loads(r.record) for r in stage_rows])
+        records = [json.loads(r.record) for r in stage_rows]
+        kept, skipped = filter_records(obj, records)
+        # The versions a filter leaves out are done with: the overlap need not read them again
+        # (a full read's are older than the window, but for its last minutes).
+        left_out = set(skipped) if state.cursor_from is not None else set()
+        note_seen(conn, sf_object, {r["Id"]: parse_sf_datetime(r["SystemModstamp"])
+                                    for r in records
+                                    if r["Id"] in left_out and r.get("SystemModstamp")})
         kept_by_id = {rec["Id"]: rec for rec in kept}
         for row in stage_rows:
             where = (stage_t.c.run_key == run_key, stage_t.c.sf_object == sf_object,

@@ -45,7 +45,7 @@ from include.sfsync.store.capture import (
     record_rows,
     tombstones,
 )
-from include.sfsync.store.engine import utcnow
+from include.sfsync.store.engine import lock_table, utcnow
 from include.sfsync.store.ledger import COUNT_KEYS, record_counts, recorded_counts
 from include.sfsync.store.tables import BOOKS
 from include.sfsync.values import parse_sf_datetime, parse_value, same
@@ -81,6 +81,7 @@ class Loader:
         self.catalog = catalog
         self.obj = obj
         self.table = tables[obj.type.table]
+        lock_table(conn, self.table.name)  # one loader per table at a time, on any worker
         self.counts = counts
         self.blocked = set(catalog.config.block_updates.get(obj.type.table, []))
         self.max_stamp = max_stamp
@@ -613,6 +614,7 @@ def load_object(engine: Engine, tables: dict[str, sa.Table], catalog: Catalog, r
             count_t.c.run_key == run_key, count_t.c.sf_object == sf_object,
             count_t.c.operation == "pull")).scalar()
         counts.add("skipped", skipped or 0)
+        lock_table(conn, obj.type.table)  # before the cursor is read: it moves with the rows
         mark = conn.execute(sa.select(mark_t).where(mark_t.c.sf_object == sf_object)).first()
         loader = Loader(conn, tables, catalog, obj, counts,
                         max_stamp=mark.cursor_modstamp if mark else None, run_key=run_key)

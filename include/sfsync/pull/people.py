@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from more_itertools import chunked
 from sqlalchemy.engine import Connection
 
-from include.sfsync.catalog import Catalog
+from include.sfsync.catalog import Catalog, ObjectCatalog
 from include.sfsync.objects import PEOPLE
 from include.sfsync.store.engine import utcnow
 from include.sfsync.store.outbox import merge_rows
@@ -73,6 +73,14 @@ def merge_people(conn: Connection, tables: dict[str, sa.Table], loser_id: int, s
         merged_at=utcnow()))
 
 
+def person_refs(table: sa.Table, obj: ObjectCatalog) -> list[str]:
+    """The columns of ``obj``'s rows that name a lead or contact, in the order a row's person
+    is looked for (each by contact, then by lead)."""
+    refs = [c for c in ("sfdc_contact_id", "sfdc_who_id", "sfdc_lead_id") if c in table.c]
+    return refs + [f.column for f in obj.synced if f.sf_type == "reference"
+                   and set(PEOPLE) & set(f.reference_to) and f.column not in refs]
+
+
 def link_people(conn: Connection, tables: dict[str, sa.Table], catalog: Catalog, *,
                 sfdc_ids: set[str] | None = None) -> int:
     """Fill ``person_id`` where the person arrived after the row that points at it. With
@@ -90,10 +98,7 @@ def link_people(conn: Connection, tables: dict[str, sa.Table], catalog: Catalog,
         table = tables[obj.type.table]
         if "person_id" not in table.c or obj.sf_object in PEOPLE:
             continue
-        refs = [c for c in ("sfdc_contact_id", "sfdc_who_id", "sfdc_lead_id") if c in table.c]
-        refs += [f.column for f in obj.synced if f.sf_type == "reference"
-                 and set(PEOPLE) & set(f.reference_to) and f.column not in refs]
-        for ref in refs:
+        for ref in person_refs(table, obj):
             for col in ("sfdc_contact_id", "sfdc_lead_id"):
                 match = sa.select(person.c.id).where(person.c[col] == table.c[ref]) \
                     .scalar_subquery()

@@ -13,7 +13,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import queue
 import re
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -23,11 +25,12 @@ import requests
 
 from include.sfsync.errors import LoginFailed, SalesforceCallError, SalesforceUnreachable
 from include.sfsync.salesforce.soql import select
-from include.sfsync.values import csv_value
+from include.sfsync.values import CSV_TYPED, csv_value
 
 API_VERSION = "59.0"
 COMPOSITE_LIMIT = 25  # sub-requests per /composite call
 COMPOSITE_QUERY_LIMIT = 5  # of which queries or collections
+FIRST_PAGE = 2_000  # records in a Bulk query's first results page; each next one doubles
 
 
 def limit_hit(exc: Exception) -> bool:
@@ -257,6 +260,89 @@ def _login_call(hook) -> str:
     return f"Salesforce login of Airflow connection {hook.conn_id!r} (login domain {domain})"
 
 
+def _check_page(page: str, announced: str | None, describe_fields: dict[str, dict]
+                ) -> tuple[list[str] | None, str | None]:
+    """(the header, what is wrong with the page or None) of a Bulk CSV results page.
+
+    A page is checked whole before its records count: an HTML page, an empty body or CSV cut
+    short (a proxy, a dropped connection) fails the read, naming the call, instead of passing
+    for fewer records while the cursor moves on. The check reads the rows without keeping them
+    (a page's cells would take several times its text's memory)."""
+    expected = int(announced or 0)
+    reader = csv.reader(io.StringIO(page, newline=""))
+    header = next(reader, None)
+    if not header and not expected:
+        return None, None
+    fields = [h for h in header or () if h in describe_fields or "." in h]
+    if not header or fields != header:
+        return header, f"empty ({expected} records announced)" if not page.strip() else \
+            f"not the CSV of the fields asked for (it begins {page[:60]!r})"
+    rows, width, ragged = 0, len(header), False
+    for row in reader:
+        rows += 1
+        ragged = ragged or len(row) != width
+    # every value is quoted: a whole page ends with a line ending or a closing quote
+    if rows != expected or ragged or not page.endswith(("\n", '"')):
+        return header, (f"CSV cut short ({rows} rows of the {expected} it announces, "
+                        f"{len(page)} characters)")
+    return header, None
+
+
+class _PageAhead:
+    """The pages of a Bulk 2.0 query (a generator of CSV texts), each as (CSV text, its
+    header, the call's path, what is wrong with it), the next one downloading and checked
+    (``check``) in a thread while the caller works through the current one. One page ahead at
+    most: the thread fetches a page only when the caller has taken the one before. The caller
+    makes no other call on the session meanwhile (the read loops load or stage what they
+    read)."""
+
+    def __init__(self, pages, session: CountingSession, check):
+        self.pages, self.session, self.check = pages, session, check
+        self.wanted: queue.Queue = queue.Queue()
+        self.ready: queue.Queue = queue.Queue()
+        self.thread: threading.Thread | None = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> tuple[str, list[str] | None, str | None, str | None]:
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="sfsync-bulk-page-ahead",
+                                           daemon=True)
+            self.thread.start()
+            self.wanted.put(True)
+        kind, item = self.ready.get()
+        if kind == "page":
+            self.wanted.put(True)  # the next page downloads while this one is worked through
+            return item
+        self.thread.join()
+        self.thread = False  # finished: every later call ends the iteration too
+        if kind == "error":
+            raise item
+        raise StopIteration
+
+    def _run(self) -> None:
+        try:
+            while self.wanted.get():
+                try:
+                    page = next(self.pages)
+                except StopIteration:
+                    self.ready.put(("end", None))
+                    return
+                path = self.session.last_path
+                header, problem = self.check(page, self.session.page_records)
+                self.ready.put(("page", (page, header, path, problem)))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
+            self.ready.put(("error", exc))
+
+    def close(self) -> None:
+        """Stop after the page being fetched (the caller stopped early, or failed)."""
+        if self.thread:
+            self.wanted.put(False)
+            self.thread.join()
+            self.thread = False
+
+
 class SalesforceClient:
     def __init__(self, sf, session: CountingSession, *, bulk_poll_seconds: float = 2.0):
         self.sf = sf
@@ -356,7 +442,16 @@ class SalesforceClient:
 
     def describe_all(self, names: list[str]) -> dict[str, dict]:
         """Describe every object in one call (per 25): name -> describe; invisible ones omitted."""
-        results = self.composite([{"url": f"/sobjects/{n}/describe"} for n in names])
+        return self.described(names, self.composite(self.describe_requests(names)))
+
+    @staticmethod
+    def describe_requests(names: list[str]) -> list[dict]:
+        """The describe sub-requests, for a composite call that carries others too."""
+        return [{"url": f"/sobjects/{n}/describe"} for n in names]
+
+    @staticmethod
+    def described(names: list[str], results: list[dict]) -> dict[str, dict]:
+        """The answers to :meth:`describe_requests`: name -> describe; invisible ones omitted."""
         out = {}
         for name, result in zip(names, results, strict=True):
             if result["status"] == 200:
@@ -376,44 +471,62 @@ class SalesforceClient:
 
     def bulk_query(self, sobject: str, soql: str, *, include_deleted: bool,
                    describe_fields: dict[str, dict], page_size: int = 50_000) -> Iterator[dict]:
-        """Records of a Bulk API 2.0 query job, typed like REST JSON (CSV is all text)."""
+        """Records of a Bulk API 2.0 query job, typed like REST JSON (CSV is all text).
+
+        The next page downloads (in a thread) while the caller works through the current one:
+        at most one page waits ahead, so memory stays flat in the job's size."""
         from simple_salesforce.exceptions import SalesforceOperationError
 
-        bulk = getattr(self.sf.bulk2, sobject)
-        pages = (bulk.query_all if include_deleted else bulk.query)(
-            soql, max_records=page_size, wait=self.bulk_poll_seconds)
+        pages = self._bulk_job_pages(getattr(self.sf.bulk2, sobject), soql,
+                                     include_deleted=include_deleted, page_size=page_size)
+        ahead = _PageAhead(pages, self.session,
+                           lambda page, announced: _check_page(page, announced, describe_fields))
         try:
-            yield from self._bulk_pages(sobject, pages, describe_fields)
+            yield from self._bulk_pages(sobject, ahead, describe_fields)
         except SalesforceOperationError as exc:  # the job failed (QUERY_TIMEOUT, ...)
             raise SalesforceCallError(f"Salesforce GET {self.session.last_path} ({sobject})", {
                 "status": 200, "body": f"Bulk API 2.0 query job failed: {exc}"}) from exc
+        finally:
+            ahead.close()
+
+    def _bulk_job_pages(self, bulk, soql: str, *, include_deleted: bool, page_size: int
+                        ) -> Iterator[str]:
+        """The CSV pages of a new Bulk 2.0 query job (simple-salesforce's ``query_all``
+        loop), the first ones small: the caller starts on the records while the emulator or
+        Salesforce prepares the next, larger page (up to ``page_size`` records)."""
+        from simple_salesforce.bulk2 import ColumnDelimiter, LineEnding, Operation
+
+        jobs = bulk._client  # noqa: SLF001 - query_all's own client, whose page size is fixed
+        job = jobs.create_job(Operation.query_all if include_deleted else Operation.query, soql,
+                              ColumnDelimiter.COMMA, LineEnding.LF)
+        jobs.wait_for_job(job["id"], True, self.bulk_poll_seconds)
+        locator, size = "", FIRST_PAGE
+        while True:
+            result = jobs.get_query_results(job["id"], locator, min(size, page_size))
+            yield result["records"]
+            locator = result["locator"]
+            if not locator:
+                return
+            size *= 2
 
     def _bulk_pages(self, sobject: str, pages, describe_fields: dict[str, dict]
                     ) -> Iterator[dict]:
-        for page in pages:
-            # A page is checked whole before its records count: an HTML page, an empty body or
-            # CSV cut short (a proxy, a dropped connection) fails the extract, naming the call,
-            # instead of passing for fewer records while the cursor moves on.
-            expected = int(self.session.page_records or 0)
-            reader = csv.reader(io.StringIO(page, newline=""))
-            header = next(reader, None)
-            if not header and not expected:
-                continue
-            fields = [h for h in header or () if h in describe_fields or "." in h]
-            problem = None if header and fields == header else \
-                f"empty ({expected} records announced)" if not page.strip() else \
-                f"not the CSV of the fields asked for (it begins {page[:60]!r})"
-            rows = list(reader) if problem is None else []
-            # every value is quoted: a whole page ends with a line ending or a closing quote
-            if problem is None and (len(rows) != expected or any(
-                    len(row) != len(header) for row in rows) or not page.endswith(("\n", '"'))):
-                problem = (f"CSV cut short ({len(rows)} rows of the {expected} it announces, "
-                           f"{len(page)} characters)")
-            if problem:
+        # Text cells need only "" -> None; the typed ones go through csv_value.
+        types = {h: describe_fields.get(h, {}).get("type", "string") for h in describe_fields}
+        for page, header, path, problem in pages:
+            if problem:  # found by the check before any of the page's records counted
                 raise SalesforceCallError(
-                    f"Salesforce GET {self.session.last_path} ({sobject})",
+                    f"Salesforce GET {path} ({sobject})",
                     {"status": 200, "body": f"Bulk API 2.0 query results {problem}"})
-            types = [describe_fields.get(h, {}).get("type", "string") for h in header]
-            for row in rows:
-                yield {h: csv_value(t, v) for h, t, v in zip(header, types, row, strict=True)}
+            if header is None:
+                continue  # no records, none announced
+            typed = [(i, h, types[h]) for i, h in enumerate(header)
+                     if types.get(h, "string") in CSV_TYPED]
+            reader = csv.reader(io.StringIO(page, newline=""))
+            next(reader)
+            for row in reader:  # one row at a time: a page's cells never all exist at once
+                rec = dict(zip(header, [v or None for v in row], strict=True))
+                for i, h, t in typed:
+                    rec[h] = csv_value(t, row[i])
+                yield rec
 

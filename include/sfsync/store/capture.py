@@ -43,7 +43,7 @@ import sqlalchemy as sa
 from more_itertools import chunked
 from sqlalchemy.engine import Engine
 
-from include.sfsync.store.engine import utcnow
+from include.sfsync.store.engine import SCHEMA_LOCK, utcnow
 from include.sfsync.store.tables import (
     BOOKKEEPING_PREFIX,
     BOOKS,
@@ -61,7 +61,7 @@ _REQUIRED = ("id", "sfsync_created_at", "sfsync_updated_at")
 TOMBSTONE_KEYS = (("sfdc_lead_id", "sfdc_lead_system_modstamp"),
                   ("sfdc_contact_id", "sfdc_contact_system_modstamp"),
                   ("sfdc_id", "sfdc_system_modstamp"))
-PG_LOCK = 0x5F5C_4A9E  # advisory lock key: one installer (or folder, per table) at a time
+PG_LOCK = SCHEMA_LOCK  # advisory lock key: one installer (or folder, per table) at a time
 
 
 # --- installing the triggers ------------------------------------------------------------------

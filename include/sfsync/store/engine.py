@@ -83,6 +83,34 @@ def _on_begin(conn):
     conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
+# --- locks that hold across workers ----------------------------------------------------------
+# PostgreSQL advisory locks, transaction-scoped: released at commit or rollback, and when a
+# worker dies with its connection. SQLite needs none: a writer's transaction holds the whole
+# database's write lock already (BEGIN IMMEDIATE, above), and every SQLite writer is on one
+# machine. So two runs on different workers (an initial copy, an incremental cycle, a sync now)
+# never evolve the schema at once, and never load one table or move its cursors at once.
+SCHEMA_LOCK = 0x5F5C_4A9E  # one key: creating and evolving tables, triggers, the describes
+
+
+def lock_schema(conn) -> None:
+    """Hold the schema lock until ``conn``'s transaction ends (also ``capture.PG_LOCK``, the
+    trigger installer's): whoever creates, evolves or describes tables re-reads what is there
+    only after it holds the lock."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK})
+
+
+def lock_table(conn, table: str) -> None:
+    """Hold ``table``'s writer lock until ``conn``'s transaction ends: the loads of one synced
+    table (a copy's chunk, an incremental load, a sync now's re-read) and the moves of its
+    objects' cursors queue, whatever worker runs them. The same key as ``outbox.fold``'s per
+    table (two-key form, ``hashtext``), so a load that folds its table's changes takes no
+    second lock."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k, hashtext(:t))"),
+                     {"k": SCHEMA_LOCK, "t": table})
+
+
 def reader(engine: Engine) -> Engine:
     """The same database for reads only: on SQLite a read never waits for a writer."""
     return engine.execution_options(sfsync_read_only=True)

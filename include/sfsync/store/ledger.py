@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from include.sfsync.errors import OrgMismatchError
-from include.sfsync.store.engine import utcnow
+from include.sfsync.store.engine import lock_table, utcnow
 from include.sfsync.store.tables import BOOKS, ensure_bookkeeping
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,7 @@ def check_org(engine: Engine, client) -> str:
     """Lock the marketing database to the first org it syncs with; refuse any other.
     ``client``: the Salesforce client (``organization()``, ``org_id_prefix``, ``instance_url``)."""
     with engine.begin() as conn:
+        lock_table(conn, lock_t.name)  # the first runs, on two workers, lock it once
         lock = conn.execute(sa.select(lock_t).where(lock_t.c.id == 1)).first()
         if lock is None:
             org = client.organization()
@@ -180,6 +182,7 @@ def repoint_org(engine: Engine, org_id: str) -> None:
         conn.execute(lock_t.insert().values(id=1, org_id=org_id, locked_at=utcnow(),
                                             instance_url="(re-pointed by admin)"))
         conn.execute(watermark_t.delete())  # the new org's changes start from scratch
+        conn.execute(BOOKS["seen"].delete())
 
 
 # --- watermarks -------------------------------------------------------------------------------
@@ -189,3 +192,17 @@ def stamp_watermark(engine: Engine, sf_object: str, **values) -> None:
     with engine.begin() as conn:
         conn.execute(watermark_t.update().where(watermark_t.c.sf_object == sf_object)
                      .values(**values))
+
+
+def note_seen(conn: Connection, sf_object: str, stamps: dict[str, datetime]) -> None:
+    """Record in ``sfsync_seen`` that the pull processed these versions (Id -> SystemModstamp):
+    loaded them, or left them out by a sync filter. Write it in (or after) the transaction
+    that did so, never before: a version noted here is not read again in the overlap window."""
+    seen_t = BOOKS["seen"]
+    ids = sorted(stamps)
+    for start in range(0, len(ids), 500):
+        conn.execute(seen_t.delete().where(seen_t.c.sf_object == sf_object,
+                                           seen_t.c.sfdc_id.in_(ids[start:start + 500])))
+    if ids:
+        conn.execute(seen_t.insert(), [{"sf_object": sf_object, "sfdc_id": i, "stamp": stamps[i]}
+                                       for i in ids])

@@ -18,7 +18,14 @@ from sqlalchemy.engine import Engine
 
 from include.sfsync.catalog import Catalog
 from include.sfsync.store.capture import forget_rows, install_triggers, lost_rows
-from include.sfsync.store.engine import UtcDateTime, fresh_stamp, id_column, reader, utcnow
+from include.sfsync.store.engine import (
+    UtcDateTime,
+    fresh_stamp,
+    id_column,
+    lock_schema,
+    reader,
+    utcnow,
+)
 from include.sfsync.store.tables import BOOKS, ensure_bookkeeping
 
 PERSON_LINKED = {"campaign_member", "activity", "opportunity_contact_role"}
@@ -96,6 +103,7 @@ def forget_lost_tables(engine: Engine, catalog: Catalog) -> list[str]:
     books = ensure_bookkeeping(engine)
     mark_t, window_t = books["watermark"], books["copy_window"]
     with engine.begin() as conn:
+        lock_schema(conn)
         existing = set(sa.inspect(conn).get_table_names())
         started = {o for (o,) in conn.execute(sa.select(mark_t.c.sf_object))}
         short = {name: found for name in catalog.tables
@@ -125,14 +133,21 @@ def forget_lost_tables(engine: Engine, catalog: Catalog) -> list[str]:
 
 def ensure_schema(engine: Engine, catalog: Catalog) -> dict[str, sa.Table]:
     """Create what is missing, add new columns, widen incompatible ones; record the data
-    dictionary; install the capture triggers. Returns the synced tables as stored."""
+    dictionary; install the capture triggers. Returns the synced tables as stored.
+
+    One worker at a time (the schema lock), each reading what is there only once it holds it:
+    two runs preparing at once (an initial copy and an incremental cycle) never both add a
+    column. Indexes that exist are left alone: ``CREATE INDEX IF NOT EXISTS`` would still lock
+    the table against writes while a load runs on another worker."""
     books = ensure_bookkeeping(engine)
     tables = build_tables(catalog)
-    for table in tables.values():  # no foreign keys between them: any order will do
-        table.create(engine, checkfirst=True)
     added: list[tuple[str, str]] = []
     with engine.begin() as conn:
+        lock_schema(conn)
+        for table in tables.values():  # no foreign keys between them: any order will do
+            table.create(conn, checkfirst=True)
         inspector = sa.inspect(conn)
+        indexes = _index_names(conn)
         for table in tables.values():
             existing = {c["name"]: c for c in inspector.get_columns(table.name)}
             for col in table.columns:
@@ -156,7 +171,8 @@ def ensure_schema(engine: Engine, catalog: Catalog) -> dict[str, sa.Table]:
                     table.append_column(sa.Column(name, info["type"]))
             for index in table.indexes:  # also on tables created before the index existed
                 # IF NOT EXISTS: the dialects' index lookup misses expression indexes
-                conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+                if index.name not in indexes:
+                    conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
         _record_fields(conn, books["field"], catalog)
         field_t = books["field"]
         for table_name, column in added:  # a column dropped by hand: copied again, not left
@@ -165,6 +181,15 @@ def ensure_schema(engine: Engine, catalog: Catalog) -> dict[str, sa.Table]:
                 field_t.c.synced.is_(True)).values(needs_backfill=True))
     install_triggers(engine, [tables[name] for name in catalog.two_way_tables()])
     return tables
+
+
+def _index_names(conn) -> set[str]:
+    """The indexes the database has (PostgreSQL: those of the current schema, expression
+    indexes included; SQLite: none listed, where ``IF NOT EXISTS`` costs nothing)."""
+    if conn.dialect.name != "postgresql":
+        return set()
+    return set(conn.execute(sa.text(
+        "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")).scalars())
 
 
 def _needs_widening(existing_type, wanted_type) -> bool:
@@ -245,6 +270,7 @@ def match_database(engine: Engine, tables: dict[str, sa.Table]) -> dict[str, sa.
 def store_describes(engine: Engine, describes: dict[str, dict]) -> None:
     describe_t = BOOKS["describe"]
     with engine.begin() as conn:
+        lock_schema(conn)  # two runs storing theirs at once would both insert every object
         conn.execute(describe_t.delete())  # the last describe: objects gone from it go too
         for name, describe in describes.items():
             conn.execute(describe_t.insert().values(
@@ -288,7 +314,9 @@ activity_t = marketing_activity_table(sa.MetaData())
 
 
 def ensure_activity_table(engine: Engine) -> sa.Table:
-    activity_t.create(engine, checkfirst=True)
-    for index in activity_t.indexes:
-        index.create(engine, checkfirst=True)
+    with engine.begin() as conn:
+        lock_schema(conn)
+        activity_t.create(conn, checkfirst=True)
+        for index in activity_t.indexes:
+            index.create(conn, checkfirst=True)
     return activity_t

@@ -8,7 +8,7 @@ import weakref
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from include.sfsync.store.engine import UtcDateTime, id_column
+from include.sfsync.store.engine import UtcDateTime, id_column, lock_schema
 
 BOOKKEEPING_PREFIX = "sfsync_"
 CHANGE_TABLE = "sfsync_change"
@@ -20,9 +20,10 @@ def create_tables(engine: Engine, tables) -> None:
     """Create bookkeeping ``tables`` that are missing and add the columns a newer sfsync added
     to existing ones (nullable or with a server default, so existing rows stay valid)."""
     tables = list(tables)
-    for table in tables:
-        table.create(engine, checkfirst=True)
     with engine.begin() as conn:
+        lock_schema(conn)  # another worker may be creating them right now
+        for table in tables:
+            table.create(conn, checkfirst=True)
         inspector = sa.inspect(conn)
         for table in tables:
             have = {c["name"] for c in inspector.get_columns(table.name)}
@@ -139,7 +140,18 @@ def bookkeeping(metadata: sa.MetaData) -> dict[str, sa.Table]:
         sa.Column("covered_until", UtcDateTime),
         sa.Column("deleted_ids", sa.Text),  # JSON list from the deleted endpoint
         sa.Column("api_calls", sa.Integer, nullable=False, server_default="0"),
-        sa.Column("updated_at", UtcDateTime))
+        sa.Column("updated_at", UtcDateTime),
+        # Set when the change query skips what earlier loads read (pull/extract.py): it reads
+        # SystemModstamp >= since, and of the overlap before it only these ids (a JSON list).
+        sa.Column("since", UtcDateTime),
+        sa.Column("late_ids", sa.Text))
+    # The records (Id, SystemModstamp) the loads processed that are still inside the overlap
+    # window: the probe's ids are checked against them (pull/extract.py).
+    t["seen"] = sa.Table(
+        "sfsync_seen", metadata,
+        sa.Column("sf_object", sa.Text, primary_key=True),
+        sa.Column("sfdc_id", sa.Text, primary_key=True),
+        sa.Column("stamp", UtcDateTime, nullable=False))
     t["copy_window"] = sa.Table(
         "sfsync_copy_window", metadata,
         sa.Column("sf_object", sa.Text, primary_key=True),
