@@ -60,7 +60,8 @@ def plan(params: dict | None = None) -> list[dict]:
         return start, end
 
     start, end = fail_fast(window, run_key)
-    objects = fail_fast(lambda: prepare_copy(run_key, list(params["objects"])), run_key)
+    objects = fail_fast(lambda: prepare_copy(run_key, list(params["objects"]), start, end),
+                        run_key)
     bounds = {"created_from": start.isoformat() if start else None,
               "created_to": end.isoformat() if end else None}
     return [{"sf_object": name, **bounds} for name in objects]  # one copy task each

@@ -71,16 +71,11 @@ def copy_window(ctx: SyncContext, run_key: str, sf_object: str,
     """
     window_t, count_t = ctx.books["copy_window"], ctx.books["count"]
     start, end = created_from or EPOCH, created_to or FOREVER
-    key = (window_t.c.sf_object == sf_object, window_t.c.window_start == start,
-           window_t.c.window_end == end)
+    key = _window_key(window_t, sf_object, created_from, created_to)
     with ctx.engine.begin() as conn:
-        lock_table(conn, ctx.catalog.object(sf_object).type.table)  # two runs, one window row
-        window = conn.execute(sa.select(window_t).where(*key)).first()
-        if window is None:
-            conn.execute(window_t.insert().values(sf_object=sf_object, window_start=start,
-                                                  window_end=end, status="running",
-                                                  started_at=utcnow()))
-            window = conn.execute(sa.select(window_t).where(*key)).first()
+        window = _open_window(conn, ctx, sf_object, created_from, created_to)
+        if window.planned_count is not None:  # taken: a retry counts again, with a new job
+            conn.execute(window_t.update().where(*key).values(planned_count=None, bulk_job=None))
     if window.status == "done":
         with reader(ctx.engine).connect() as conn:
             row = conn.execute(sa.select(count_t).where(
@@ -101,14 +96,15 @@ def copy_window(ctx: SyncContext, run_key: str, sf_object: str,
     calls_before = client.api_calls
     obj = ctx.catalog.object(sf_object)
     resume = (window.resume_created, window.resume_id) if window.resume_id else None
-    # queryAll, recycle bin left out: a plain query misses archived activities (closed tasks
-    # and events older than a year). User has no IsDeleted.
-    bounds = {"created_from": created_from, "created_to": created_to, "resume": resume,
-              "live_only": "IsDeleted" in obj.describe_fields}
+    bounds = _bounds(obj, created_from, created_to, resume)
     query = changes_soql(obj, None, **bounds)
-    total = reads.count(client, count_soql(sf_object, **bounds), include_deleted=True)
-    with ctx.engine.begin() as conn:  # the console's rate and ETA of a running copy
-        conn.execute(window_t.update().where(*key).values(expected=window.copied + total))
+    if window.planned_count is not None and not resume:  # counted, and its job started, by plan
+        total, bulk_job = window.planned_count, window.bulk_job
+    else:
+        total, bulk_job = reads.count(client, count_soql(sf_object, **bounds),
+                                      include_deleted=True), None
+        with ctx.engine.begin() as conn:  # the console's rate and ETA of a running copy
+            conn.execute(window_t.update().where(*key).values(expected=window.copied + total))
     label = f"{sf_object} created {_day(start)}..{_day(end)}"
     progress = Progress(label, total)
     log.info("%s: copying %s records with %s", label, f"{total:,}",
@@ -117,7 +113,7 @@ def copy_window(ctx: SyncContext, run_key: str, sf_object: str,
     copied = window.copied
     records = reads.records(client, sf_object, query, total=total,
                             bulk_threshold=ctx.config.bulk_threshold, include_deleted=True,
-                            describe_fields=obj.describe_fields)
+                            describe_fields=obj.describe_fields, bulk_job=bulk_job)
     plan = CopyPlan(ctx.tables, obj, ctx.engine.dialect,  # how new records become rows
                     blocked=set(ctx.catalog.config.block_updates.get(obj.type.table, [])))
 
@@ -147,6 +143,77 @@ def copy_window(ctx: SyncContext, run_key: str, sf_object: str,
     add_api_calls(ctx.engine, run_key, client.api_calls - calls_before, client.api_usage)
     log.info("%s: done. %s", label, progress.line())
     return counts.as_dict()
+
+
+def start_copies(ctx: SyncContext, run_key: str, objects: list[str],
+                 created_from: datetime | None, created_to: datetime | None) -> None:
+    """Before any copy of the run starts: count every object's window (the counts share
+    /composite calls) and create the Bulk query job of each one above ``bulk_threshold``, so
+    that Salesforce prepares all of them in parallel while the copies run a few at a time (and
+    the copies wait for no job). Windows already done, resuming, or of objects whose history is
+    complete are left alone; each copy takes its count and job when it starts (``copy_window``).
+    """
+    todo = []
+    with ctx.engine.begin() as conn:
+        for name in objects:
+            if _history_complete(ctx, name):
+                continue
+            window = _open_window(conn, ctx, name, created_from, created_to)
+            if window.status != "done" and not window.resume_id:
+                todo.append(ctx.catalog.object(name))
+    if not todo:
+        return
+    client = ctx.salesforce()
+    before = client.api_calls
+    bounds = [_bounds(obj, created_from, created_to, None) for obj in todo]
+    totals = reads.counts(client, [count_soql(obj.sf_object, **b) for obj, b in
+                                   zip(todo, bounds, strict=True)], include_deleted=True)
+    window_t = ctx.books["copy_window"]
+    planned = {}
+    for obj, b, total in zip(todo, bounds, totals, strict=True):
+        job = None
+        if total > ctx.config.bulk_threshold:
+            job = client.start_bulk_query(obj.sf_object, changes_soql(obj, None, **b),
+                                          include_deleted=True)
+        planned[obj.sf_object] = (total, job)
+    with ctx.engine.begin() as conn:
+        for name, (total, job) in planned.items():
+            conn.execute(window_t.update().where(
+                *_window_key(window_t, name, created_from, created_to)).values(
+                planned_count=total, bulk_job=job, expected=total))
+    add_api_calls(ctx.engine, run_key, client.api_calls - before, client.api_usage)
+    log.info("counted %s windows, %s Bulk query jobs started up front: %s", len(planned),
+             sum(1 for _, job in planned.values() if job),
+             ", ".join(f"{name} {total:,}" for name, (total, _) in planned.items()))
+
+
+def _window_key(window_t, sf_object: str, created_from, created_to) -> tuple:
+    return (window_t.c.sf_object == sf_object,
+            window_t.c.window_start == (created_from or EPOCH),
+            window_t.c.window_end == (created_to or FOREVER))
+
+
+def _open_window(conn, ctx: SyncContext, sf_object: str, created_from, created_to):
+    """The (object, window) row, created (status running) when missing, under the table's
+    writer lock: two runs over one window share one row."""
+    window_t = ctx.books["copy_window"]
+    key = _window_key(window_t, sf_object, created_from, created_to)
+    lock_table(conn, ctx.catalog.object(sf_object).type.table)
+    window = conn.execute(sa.select(window_t).where(*key)).first()
+    if window is None:
+        conn.execute(window_t.insert().values(sf_object=sf_object,
+                                              window_start=created_from or EPOCH,
+                                              window_end=created_to or FOREVER,
+                                              status="running", started_at=utcnow()))
+        window = conn.execute(sa.select(window_t).where(*key)).first()
+    return window
+
+
+def _bounds(obj, created_from, created_to, resume) -> dict:
+    # queryAll, recycle bin left out: a plain query misses archived activities (closed tasks
+    # and events older than a year). User has no IsDeleted.
+    return {"created_from": created_from, "created_to": created_to, "resume": resume,
+            "live_only": "IsDeleted" in obj.describe_fields}
 
 
 def _chunks(records):

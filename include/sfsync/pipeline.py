@@ -286,10 +286,12 @@ def sync_now(run_key: str, *, person_ids=(), emails=(), config: SyncConfig | Non
 # --- the initial copy -------------------------------------------------------------------------
 
 @names_the_database
-def prepare_copy(run_key: str, objects: list[str], *, dag_id: str = "salesforce_initial_sync",
+def prepare_copy(run_key: str, objects: list[str], created_from: datetime | None = None,
+                 created_to: datetime | None = None, *, dag_id: str = "salesforce_initial_sync",
                  config: SyncConfig | None = None, engine: Engine | None = None,
                  client: SalesforceClient | None = None) -> list[str]:
-    """Org lock and schema for a copy run; returns the objects to copy, in dependency order.
+    """Org lock and schema for a copy run, and every window counted, its Bulk job started
+    (``initial.start_copies``); returns the objects to copy, in dependency order.
     ``objects``: API names, or ``all`` for every object the configuration syncs."""
     config = config or load_config()
     known = object_names(config.custom_objects)
@@ -307,7 +309,10 @@ def prepare_copy(run_key: str, objects: list[str], *, dag_id: str = "salesforce_
     for warning in catalog.warnings:
         log.warning("%s", warning)
     ledger.add_api_calls(engine, run_key, client.api_calls - before, client.api_usage)
-    return [name for name in known if name in objects and name in catalog.objects]
+    chosen = [name for name in known if name in objects and name in catalog.objects]
+    initial.start_copies(open_context(config, engine=engine, client=client), run_key, chosen,
+                         created_from, created_to)
+    return chosen
 
 
 @names_the_database

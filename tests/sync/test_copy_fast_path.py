@@ -199,3 +199,47 @@ def test_a_taken_person_key_fails_the_write_and_leaves_nothing_behind(engine):
     with engine.connect() as conn:
         assert conn.execute(sa.select(person.c.sfdc_lead_id)).scalars().all() == [
             "00Q000000000001AAA"]
+
+
+@pytest.mark.parametrize("org", ["standard"], indirect=True)
+def test_every_bulk_job_is_started_up_front_and_a_failed_one_is_replaced_on_retry(sync):
+    """The plan counts every object's window in shared /composite calls and starts each Bulk
+    query job before any copy runs; the copies count nothing and start no job. A job that failed
+    (QUERY_TIMEOUT) fails its copy, whose retry counts again and starts a new one."""
+    sync.overrides["bulk_threshold"] = 1  # a Bulk job for every object with two records or more
+    config, engine = sync.config(), sync.mdb.engine
+
+    def calls() -> dict:
+        return sync.org.control("GET", "/counters")["calls"]
+
+    sync.org.control("POST", "/faults", json={"endpoint": "bulk2.query.create",
+                                              "kind": "query_timeout", "count": 1})
+    before = calls()
+    objects = P.prepare_copy("upfront", ["all"], config=config, engine=engine)
+    with engine.connect() as conn:
+        planned = dict(conn.execute(sa.text(
+            "SELECT sf_object, planned_count FROM sfsync_copy_window")).all())
+    jobs = {o for o, n in planned.items() if n > 1}
+    assert set(planned) == set(objects) and len(jobs) >= 8
+    made = calls()
+    assert made.get("bulk2.query.create", 0) - before.get("bulk2.query.create", 0) == len(jobs)
+    assert made.get("queryAll", 0) == before.get("queryAll", 0), "counts share composite calls"
+    assert made["composite"] - before.get("composite", 0) <= 2 + -(-len(objects) // 5)
+
+    ctx = open_context(config, engine=engine)
+    failed = []
+    for name in objects:
+        try:
+            P.copy_object("upfront", name, None, None, ctx)
+        except Exception as exc:  # noqa: BLE001 - the one job the fault failed
+            failed.append((name, str(exc)))
+    assert len(failed) == 1 and "QUERY_TIMEOUT" in failed[0][1], failed
+    copied = calls()
+    assert copied.get("bulk2.query.create", 0) == made.get("bulk2.query.create", 0)
+    assert copied.get("queryAll", 0) == made.get("queryAll", 0)
+
+    P.copy_object("upfront", failed[0][0], None, None, ctx)  # the task's retry
+    retried = calls()
+    assert retried["bulk2.query.create"] - copied["bulk2.query.create"] == 1
+    assert retried.get("queryAll", 0) - copied.get("queryAll", 0) == 1  # its count
+    assert_full_copy(sync, P.finish_copy("upfront", objects, ctx))

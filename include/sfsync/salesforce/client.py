@@ -469,16 +469,27 @@ class SalesforceClient:
     def query_more(self, next_url: str) -> dict:
         return self.sf.query_more(next_url, identifier_is_url=True)
 
+    def start_bulk_query(self, sobject: str, soql: str, *, include_deleted: bool) -> str:
+        """Create a Bulk API 2.0 query job and return its id without waiting for it: Salesforce
+        prepares the jobs created up front in parallel (``bulk_query(job_id=...)`` reads one)."""
+        from simple_salesforce.bulk2 import ColumnDelimiter, LineEnding, Operation
+
+        jobs = getattr(self.sf.bulk2, sobject)._client  # noqa: SLF001 - see _bulk_job_pages
+        return jobs.create_job(Operation.query_all if include_deleted else Operation.query, soql,
+                               ColumnDelimiter.COMMA, LineEnding.LF)["id"]
+
     def bulk_query(self, sobject: str, soql: str, *, include_deleted: bool,
-                   describe_fields: dict[str, dict], page_size: int = 50_000) -> Iterator[dict]:
-        """Records of a Bulk API 2.0 query job, typed like REST JSON (CSV is all text).
+                   describe_fields: dict[str, dict], page_size: int = 50_000,
+                   job_id: str | None = None) -> Iterator[dict]:
+        """Records of a Bulk API 2.0 query job, typed like REST JSON (CSV is all text): the job
+        ``job_id`` (created earlier for ``soql``), else a new one.
 
         The next page downloads (in a thread) while the caller works through the current one:
         at most one page waits ahead, so memory stays flat in the job's size."""
         from simple_salesforce.exceptions import SalesforceOperationError
 
-        pages = self._bulk_job_pages(getattr(self.sf.bulk2, sobject), soql,
-                                     include_deleted=include_deleted, page_size=page_size)
+        pages = self._bulk_job_pages(sobject, soql, include_deleted=include_deleted,
+                                     page_size=page_size, job_id=job_id)
         ahead = _PageAhead(pages, self.session,
                            lambda page, announced: _check_page(page, announced, describe_fields))
         try:
@@ -489,20 +500,18 @@ class SalesforceClient:
         finally:
             ahead.close()
 
-    def _bulk_job_pages(self, bulk, soql: str, *, include_deleted: bool, page_size: int
-                        ) -> Iterator[str]:
-        """The CSV pages of a new Bulk 2.0 query job (simple-salesforce's ``query_all``
-        loop), the first ones small: the caller starts on the records while the emulator or
-        Salesforce prepares the next, larger page (up to ``page_size`` records)."""
-        from simple_salesforce.bulk2 import ColumnDelimiter, LineEnding, Operation
-
-        jobs = bulk._client  # noqa: SLF001 - query_all's own client, whose page size is fixed
-        job = jobs.create_job(Operation.query_all if include_deleted else Operation.query, soql,
-                              ColumnDelimiter.COMMA, LineEnding.LF)
-        jobs.wait_for_job(job["id"], True, self.bulk_poll_seconds)
+    def _bulk_job_pages(self, sobject: str, soql: str, *, include_deleted: bool, page_size: int,
+                        job_id: str | None) -> Iterator[str]:
+        """The CSV pages of a Bulk 2.0 query job (simple-salesforce's ``query_all`` loop), the
+        first ones small: the caller starts on the records while the emulator or Salesforce
+        prepares the next, larger page (up to ``page_size`` records)."""
+        jobs = getattr(self.sf.bulk2, sobject)._client  # noqa: SLF001 - query_all's own client,
+        # whose page size is fixed
+        job_id = job_id or self.start_bulk_query(sobject, soql, include_deleted=include_deleted)
+        jobs.wait_for_job(job_id, True, self.bulk_poll_seconds)
         locator, size = "", FIRST_PAGE
         while True:
-            result = jobs.get_query_results(job["id"], locator, min(size, page_size))
+            result = jobs.get_query_results(job_id, locator, min(size, page_size))
             yield result["records"]
             locator = result["locator"]
             if not locator:

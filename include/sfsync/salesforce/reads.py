@@ -14,6 +14,19 @@ def count(client: SalesforceClient, soql: str, *, include_deleted: bool = False)
     return client.sf.query(soql, include_deleted=include_deleted)["totalSize"]
 
 
+def counts(client: SalesforceClient, soqls: list[str], *, include_deleted: bool = False
+           ) -> list[int]:
+    """The ``totalSize`` of several ``SELECT COUNT()`` queries, five per /composite call."""
+    results = client.composite([{"url": client.query_url(q, include_deleted=include_deleted)}
+                                for q in soqls])
+    out = []
+    for soql, result in zip(soqls, results, strict=True):
+        if result["status"] != 200:
+            raise SalesforceCallError(f"count {soql_object(soql)}", result)
+        out.append(result["body"]["totalSize"])
+    return out
+
+
 def follow(client: SalesforceClient, page: dict) -> Iterator[dict]:
     """The records of a query page and of every page after it (``attributes`` dropped)."""
     while True:
@@ -26,13 +39,14 @@ def follow(client: SalesforceClient, page: dict) -> Iterator[dict]:
 
 
 def records(client: SalesforceClient, sobject: str, soql: str, *, total: int,
-            bulk_threshold: int, include_deleted: bool, describe_fields: dict[str, dict]
-            ) -> Iterator[dict]:
+            bulk_threshold: int, include_deleted: bool, describe_fields: dict[str, dict],
+            bulk_job: str | None = None) -> Iterator[dict]:
     """Every record of ``soql`` (``total`` of them, from :func:`count`): Bulk API 2.0 above
-    ``bulk_threshold``, REST pages below, nothing (and no call) when there are none."""
+    ``bulk_threshold`` (the job ``bulk_job`` when one was started for it), REST pages below,
+    nothing (and no call) when there are none."""
     if total > bulk_threshold:
         yield from client.bulk_query(sobject, soql, include_deleted=include_deleted,
-                                     describe_fields=describe_fields)
+                                     describe_fields=describe_fields, job_id=bulk_job)
     elif total:
         yield from follow(client, client.sf.query(soql, include_deleted=include_deleted))
 

@@ -161,7 +161,11 @@ def bookkeeping(metadata: sa.MetaData) -> dict[str, sa.Table]:
         sa.Column("copied", sa.Integer, nullable=False, server_default="0"),
         sa.Column("expected", sa.Integer),  # records the window holds, counted as it started
         sa.Column("resume_created", UtcDateTime), sa.Column("resume_id", sa.Text),
-        sa.Column("started_at", UtcDateTime), sa.Column("finished_at", UtcDateTime))
+        sa.Column("started_at", UtcDateTime), sa.Column("finished_at", UtcDateTime),
+        # Set by the run's plan (initial.start_copies), taken by the copy when it starts: the
+        # window's count and the Bulk query job created up front for it (none below the
+        # threshold); a retried copy counts again and starts a new job.
+        sa.Column("planned_count", sa.Integer), sa.Column("bulk_job", sa.Text))
     t["merge"] = sa.Table(
         "sfsync_merge", metadata,
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
