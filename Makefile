@@ -49,7 +49,7 @@ chaos: venv ## chaos convergence: seeded two-sided runs with faults and killed c
 bench-emulator: venv ## benchmark the emulator (scripts/bench_emulator.py)
 	$(PY) scripts/bench_emulator.py
 
-bench-pull: venv ## benchmark the pull sync: initial copy + incremental cycles, SQLite and PostgreSQL (scripts/bench_pull.py; BENCH_ARGS="--records 50000")
+bench-pull: venv ## benchmark the pull sync on 200,000- and 1,000,000-record orgs: initial copy vs the machine's limits, incremental cycles, SQLite and PostgreSQL (scripts/bench_pull.py; BENCH_ARGS="--records 50000")
 	$(PY) scripts/bench_pull.py $(BENCH_ARGS)
 
 bench-push: venv ## benchmark the push sync: 10,000 person updates, 1,000 new people (scripts/bench_push.py; BENCH_ARGS="--backends sqlite,postgres")
