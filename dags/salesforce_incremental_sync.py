@@ -21,7 +21,10 @@ into the marketing database (`marketing_db`): users, accounts, people (leads and
   history is never skipped; `salesforce_initial_sync` does the same by CreatedDate windows.
 * **Maintenance, when due:** re-copy fields newly mapped (config change, or a new field in
   Salesforce), refresh opted-in formula fields (`formula_fields`), reconcile id sets
-  (`reconcile_hours`) to catch records purged beyond the deleted endpoint's window.
+  (`reconcile_hours`) to catch records purged beyond the deleted endpoint's window. Every
+  cycle, without an API call: bookkeeping older than `retention.days` (counts:
+  `retention.count_days`) is pruned in small batches, and pending changes older than
+  `retention.stale_after_hours` are flagged stale (`admin status` lists them; still pushed).
 * **Push (two-way objects), after the pulls:** changes any client wrote to `person`,
   `campaign`, `campaign_member` (captured by database triggers) and `marketing_activity` rows go
   to Salesforce: dedupe on write first (link by e-mail to an existing lead or contact, create a
@@ -103,7 +106,8 @@ def enabled_custom_objects(plan: dict) -> list[str]:
 @task(pool="salesforce_api", trigger_rule="none_failed")
 @announce_retry
 def maintain() -> dict:
-    """When due: re-copy newly mapped fields, refresh opted-in formulas, reconcile id sets."""
+    """When due: re-copy newly mapped fields, refresh opted-in formulas, reconcile id sets;
+    then retention: prune old bookkeeping, flag stale pending changes."""
     from include.sfsync.airflow_glue import fail_fast, run_key_of
     from include.sfsync.pipeline import maintain as maintain_run
 

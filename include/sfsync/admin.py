@@ -17,7 +17,8 @@ does with it (its column and direction, or why it is not synced), as a table or 
 ``start`` runs the initial copy here and now, as ``salesforce_initial_sync`` does (every object
 the configuration syncs, or ``--objects``), then the incremental DAG carries on from it.
 ``status`` prints the sync status (Last synced / Sync in progress / Failed), the latest run's
-counts, the push backlog and the org the database is locked to. ``outbox`` lists the local
+counts, the push backlog, the pending changes flagged stale (older than
+``retention.stale_after_hours``) and the org the database is locked to. ``outbox`` lists the local
 changes Salesforce rejected (failed, quarantined) with the reason; ``--all`` adds the pending
 ones. ``release`` makes failed or quarantined changes pending again, for the next cycle.
 ``repoint-org`` deliberately attaches the database to another Salesforce org (for example after
@@ -83,6 +84,16 @@ def status(engine) -> str:
     if state.backlog:
         lines.append("Push backlog: " + ", ".join(
             f"{table} {status} {n}" for (table, status), n in sorted(state.backlog.items())))
+    if state.stale:
+        lines.append(f"Stale: {state.stale} pending change(s) waiting for Salesforce longer than "
+                     "retention.stale_after_hours (still pushed every cycle):")
+        lines += [f"  {e['table_name']} {e['row_id']}: {e['op']} {e['columns']}, waiting since "
+                  f"{e['first_changed_at']:%Y-%m-%d %H:%M:%S} UTC, attempts {e['attempts']}"
+                  + (f", last error: {e['last_error']}" if e["last_error"] else "")
+                  for e in state.stale_entries]
+        if state.stale > len(state.stale_entries):
+            lines.append(f"  ... and {state.stale - len(state.stale_entries)} more "
+                         "(python -m include.sfsync.admin outbox --all)")
     return "\n".join(lines)
 
 
@@ -95,8 +106,10 @@ def outbox(engine, *, everything: bool = False) -> str:
         rows = conn.execute(query).all() if sa.inspect(conn).has_table(outbox_t.name) else []
     if not rows:
         return "Nothing " + ("waiting" if everything else "rejected") + " in the outbox."
-    return "\n".join(f"{r.table_name} {r.row_id}: {r.status} (attempts {r.attempts}) "
-                     f"{r.op} {r.columns} {r.last_error or ''}".rstrip() for r in rows)
+    return "\n".join(f"{r.table_name} {r.row_id}: {r.status}"
+                     f"{' (stale)' if r.stale_at and r.status == PENDING else ''} "
+                     f"(attempts {r.attempts}) {r.op} {r.columns} {r.last_error or ''}".rstrip()
+                     for r in rows)
 
 
 def connect() -> str:

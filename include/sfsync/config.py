@@ -135,6 +135,26 @@ class PushSettings(_Strict):
         return value
 
 
+class Retention(_Strict):
+    """How long the bookkeeping keeps its history (``store.retention``, pruned by every
+    incremental cycle's ``maintain`` task in batches of ``batch_size`` rows, each batch its own
+    short transaction) and when a change still waiting for Salesforce is flagged stale.
+
+    ``days``: finished runs and their staging, record errors (not those of changes still
+    failed or quarantined), captured changes folded into the outbox, conflicts, duplicate
+    findings that no longer hold, overlap-window entries far behind their cursor; at least 7,
+    the week of runs the console's API usage chart reads.
+    ``count_days``: the per-run, per-object counts (the console's history of New / Updated /
+    Deleted), kept longer. ``stale_after_hours``: a pending change older than this is flagged
+    stale (``admin status`` lists it); it is still pushed every cycle, never dropped.
+    """
+
+    days: int = Field(30, ge=7, le=36_500)
+    count_days: int = Field(400, ge=7, le=36_500)
+    stale_after_hours: int = Field(24, ge=1, le=8_760)
+    batch_size: int = Field(5000, ge=1, le=100_000)
+
+
 class SyncConfig(_Strict):
     salesforce_conn_id: str = "salesforce_default"
     marketing_conn_id: str = "marketing_db"
@@ -164,6 +184,7 @@ class SyncConfig(_Strict):
     reconcile_hours: int = Field(24, ge=1)
     conflicts: ConflictPolicy = ConflictPolicy()
     push: PushSettings = PushSettings()
+    retention: Retention = Retention()
 
     @field_validator("mappings")
     @classmethod

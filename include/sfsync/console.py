@@ -50,6 +50,9 @@ class SyncState:
     rejected: int = 0  # changes Salesforce rejected in the latest run
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # object -> New, Updated...
     backlog: dict[tuple[str, str], int] = field(default_factory=dict)  # (table, state) -> rows
+    # pending changes flagged stale (retention.stale_after_hours), and the oldest of them
+    stale: int = 0
+    stale_entries: list[dict] = field(default_factory=list)
 
     @property
     def headline(self) -> str:
@@ -62,7 +65,8 @@ class SyncState:
         return "Never synced"
 
 
-def sync_state(engine: Engine) -> SyncState:
+def sync_state(engine: Engine, *, stale_shown: int = 10) -> SyncState:
+    """The sync at a glance (``stale_shown``: how many stale pending changes to name)."""
     books = ensure_bookkeeping(engine)
     run_t, count_t, lock_t = books["run"], books["count"], books["org_lock"]
     error_t = books["error"]
@@ -84,6 +88,8 @@ def sync_state(engine: Engine) -> SyncState:
             state.backlog = {(table, status): n for table, status, n in conn.execute(
                 sa.select(outbox_t.c.table_name, outbox_t.c.status, sa.func.count())
                 .group_by(outbox_t.c.table_name, outbox_t.c.status))}
+            state.stale, rows = outbox.stale_entries(conn, limit=stale_shown)
+            state.stale_entries = [dict(r._mapping) for r in rows]
     if lock is not None:
         state.org_id, state.instance_url = lock.org_id, lock.instance_url
         state.org_name, state.is_sandbox = lock.org_name, lock.is_sandbox

@@ -8,7 +8,11 @@
   campaign-member copies of person fields, when mapped);
 * **Id-set reconciliation**: every ``reconcile_hours``, the ids Salesforce still has are compared
   with the marketing database; rows whose record is gone (purged, hard-deleted beyond the deleted
-  endpoint's window) are flagged deleted.
+  endpoint's window) are flagged deleted;
+* **retention** (every cycle, no API call): bookkeeping older than ``retention.days`` (counts:
+  ``retention.count_days``) is pruned in batches (``store.retention``), and pending changes
+  older than ``retention.stale_after_hours`` are flagged stale (``outbox.mark_stale``), which
+  ``admin status`` lists; they are still pushed every cycle. Nothing old: a few indexed reads.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from more_itertools import chunked
 from include.sfsync.catalog import PERSON_COPIES
 from include.sfsync.context import SyncContext
 from include.sfsync.salesforce import reads, soql
+from include.sfsync.store import outbox, retention
 from include.sfsync.store.engine import reader, utcnow
 from include.sfsync.store.ledger import add_api_calls, stamp_watermark
 from include.sfsync.values import parse_value
@@ -159,12 +164,29 @@ def reconcile(ctx: SyncContext, *, force: bool = False) -> dict[str, int]:
     return flagged
 
 
+def keep_books(ctx: SyncContext) -> dict:
+    """Retention: prune the bookkeeping past its age, flag stale pending changes. Never calls
+    Salesforce. Returns ``pruned`` (rows deleted per table) and ``stale`` (pending changes
+    flagged stale now)."""
+    settings = ctx.config.retention
+    pruned = retention.prune(ctx.engine, settings)
+    if any(pruned.values()):
+        log.info("retention: pruned %s", ", ".join(f"{n:,} {t}" for t, n in pruned.items() if n))
+    with ctx.engine.begin() as conn:
+        stale = outbox.mark_stale(conn, utcnow() - timedelta(hours=settings.stale_after_hours))
+    if stale:
+        log.warning("%d pending change(s) have waited for Salesforce more than %d h (stale; "
+                    "still pushed every cycle): python -m include.sfsync.admin status", stale,
+                    settings.stale_after_hours)
+    return {"pruned": pruned, "stale": stale}
+
+
 def maintain(run_key: str, ctx: SyncContext) -> dict:
-    """The due maintenance of one cycle (usually nothing, and no API call)."""
+    """The due maintenance of one cycle (usually nothing, and no API call), then retention."""
     client_calls = ctx.client.api_calls if ctx.client else 0
     result = {"recopied": recopy_new_fields(ctx), "formulas": refresh_formulas(ctx),
               "reconciled": reconcile(ctx)}
     calls = (ctx.client.api_calls if ctx.client else 0) - client_calls
     add_api_calls(ctx.engine, run_key, calls, ctx.client.api_usage if ctx.client else None)
     result["api_calls"] = calls
-    return result
+    return {**result, **keep_books(ctx)}

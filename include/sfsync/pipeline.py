@@ -7,7 +7,8 @@ composite calls (two for up to 12 objects).
 ``extract_object`` fetches what the probe could not (more pages, Bulk jobs). ``filter_object``,
 ``load_object``, ``dedupe_people`` and ``finish`` work from the durable staging in the marketing
 database and never call Salesforce. ``push`` runs one of the push steps (``steps.PUSH_STEPS``)
-after the pulls; ``maintain`` does what is due (re-copies, formula refresh, reconciliation).
+after the pulls; ``maintain`` does what is due (re-copies, formula refresh, reconciliation)
+and retention (old bookkeeping pruned, stale pending changes flagged).
 
 Initial copy (``salesforce_initial_sync``): ``prepare_copy``, ``copy_object`` per object,
 ``finish_copy``. Sync now (``salesforce_sync_now``): ``sync_now``. ``run_cycle`` runs a whole
@@ -194,7 +195,7 @@ def push(run_key: str, step: str, ctx: SyncContext | None = None) -> dict:
 
 @names_the_database
 def maintain(run_key: str, ctx: SyncContext | None = None) -> dict:
-    """Field re-copies, formula refreshes and Id-set reconciliation, when due."""
+    """Field re-copies, formula refreshes and Id-set reconciliation, when due; retention."""
     return maintenance.maintain(run_key, ctx or open_context())
 
 

@@ -25,7 +25,9 @@ COLUMNS = {"mode": "Mode", "rows": "Rows", "kept": "Kept", "copied": "Copied",
 # Whole-run values of a result, as lines under the table.
 FOOTER = {"api_calls": "Salesforce API calls", "pending": "Still queued",
           "stopped": "Push stopped", "disabled": "Push disabled", "people_linked": "People linked",
-          "reloaded": "People re-read", "not_found": "Not found", "warnings": "Warnings"}
+          "reloaded": "People re-read", "not_found": "Not found", "warnings": "Warnings",
+          # maintenance's retention: rows deleted per table; pending changes flagged stale
+          "pruned": "Pruned", "stale": "Stale pending changes"}
 # What names a result rather than counts it.
 _NAMES = {"object", "step", "table", "run_key", "people", "custom_objects"}
 
@@ -79,7 +81,7 @@ def result_table(result, *, label: str | None = None) -> str | None:
                 for k in COUNT_KEYS:
                     row[k] += counts.get(k, 0)
     for key, values in result.items():
-        if key not in ("counts", "push") and isinstance(values, Mapping) and all(
+        if key not in ("counts", "push", *FOOTER) and isinstance(values, Mapping) and all(
                 _is_scalar(v) for v in values.values()):
             sources = True
             for name, value in values.items():
@@ -100,7 +102,11 @@ def result_table(result, *, label: str | None = None) -> str | None:
         value = result.get(key)
         if key in columns_in_rows or value is None or value is False or value in ([], (), ""):
             continue  # (0 is shown)
-        if isinstance(value, (list, tuple)):
+        if isinstance(value, Mapping):  # {name: count}: the ones that are not zero
+            value = ", ".join(f"{k} {_cell(v)}" for k, v in value.items() if v)
+            if not value:
+                continue
+        elif isinstance(value, (list, tuple)):
             value = ", ".join(str(v) for v in value)
         elif value is True:
             value = "yes"

@@ -297,3 +297,40 @@ def retry_rows(conn, table_name: str | None, row_ids: Iterable[int] | None = Non
     if quarantined_only:
         where.append(outbox_t.c.status == QUARANTINED)
     return conn.execute(outbox_t.update().where(*where).values(status=PENDING)).rowcount
+
+
+def _first_change():
+    return sa.func.coalesce(outbox_t.c.first_changed_at, outbox_t.c.changed_at,
+                            outbox_t.c.updated_at)
+
+
+def mark_stale(conn, older_than: datetime) -> int:
+    """Flag (``stale_at``) the pending entries whose first change not yet in Salesforce was
+    made before ``older_than``, and unflag those that no longer are (pushed entries are gone;
+    one Salesforce refused is listed as such; a longer ``retention.stale_after_hours``).
+    The flag is for the eye (``admin status``): a stale entry is still pushed every cycle, never
+    dropped. Returns how many pending entries are stale now."""
+    first = _first_change()
+    conn.execute(outbox_t.update().where(
+        outbox_t.c.status == PENDING, outbox_t.c.stale_at.is_(None), first < older_than)
+        .values(stale_at=utcnow()))
+    conn.execute(outbox_t.update().where(
+        outbox_t.c.stale_at.is_not(None),
+        sa.or_(outbox_t.c.status != PENDING, first.is_(None), first >= older_than))
+        .values(stale_at=None))
+    return conn.execute(sa.select(sa.func.count()).select_from(outbox_t).where(
+        outbox_t.c.status == PENDING, outbox_t.c.stale_at.is_not(None))).scalar()
+
+
+def stale_entries(conn, *, limit: int | None = None) -> tuple[int, list]:
+    """(how many, the oldest ``limit``) pending entries flagged stale by :func:`mark_stale`:
+    table, row, op, columns, attempts, last error, first change and when it was flagged."""
+    stale = (outbox_t.c.status == PENDING, outbox_t.c.stale_at.is_not(None))
+    count = conn.execute(sa.select(sa.func.count()).select_from(outbox_t).where(*stale)).scalar()
+    rows = conn.execute(sa.select(
+        outbox_t.c.table_name, outbox_t.c.row_id, outbox_t.c.op, outbox_t.c.columns,
+        outbox_t.c.attempts, outbox_t.c.last_error,
+        _first_change().label("first_changed_at"), outbox_t.c.stale_at)
+        .where(*stale).order_by(_first_change(), outbox_t.c.table_name, outbox_t.c.row_id)
+        .limit(limit)).all() if count else []
+    return count, rows

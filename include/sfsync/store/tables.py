@@ -260,7 +260,10 @@ def outbox_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("create_sent_at", UtcDateTime),
         sa.Column("first_changed_at", UtcDateTime),
         sa.Column("changed_at", UtcDateTime),
-        sa.Column("updated_at", UtcDateTime))
+        sa.Column("updated_at", UtcDateTime),
+        # Set while the entry is pending and its first change is older than
+        # retention.stale_after_hours (outbox.mark_stale): shown by admin status, still pushed.
+        sa.Column("stale_at", UtcDateTime))
 
 
 BOOKS = bookkeeping(sa.MetaData())
