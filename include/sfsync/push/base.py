@@ -108,6 +108,13 @@ class Push:
         log.warning("push %s row %s: %s %s%s", self.table, entry.row_id, outcome.code,
                     outcome.message, " (quarantined)" if entry.status == QUARANTINED else "")
 
+    def skip(self, conn, entry: OutboxEntry, sf_object: str, reason: str) -> None:
+        """Not for Salesforce (a sync filter keeps the record out): counted Skipped, the entry
+        done, no record error; the row's next change is weighed again."""
+        outbox.drop_entry(conn, entry)
+        self.count(sf_object, "skipped")
+        log.info("push %s row %s skipped: %s", self.table, entry.row_id, reason)
+
     def wait(self, conn, entry: OutboxEntry, reason: str) -> None:
         """Transient: stays pending for the next cycle."""
         outbox.save_entry(conn, entry, last_error=reason[:2000])

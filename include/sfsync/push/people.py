@@ -133,11 +133,10 @@ def _dedupe_and_create(push: Push, entries: list[OutboxEntry], rows: dict) -> li
                 continue
             if key and key in matches:
                 sobject, rec = matches[key]
-                if skip_reason(ctx.catalog.object(sobject), rec):
-                    push.fail(conn, entry, sobject, Outcome.failed(
-                        "FILTERED", f"{sobject} {rec['Id']} has the e-mail {row.email} but a "
-                        "sync filter excludes it: the sync neither links nor duplicates it",
-                        ["Email"]), sfdc_id=rec["Id"], record={"email": row.email})
+                reason = skip_reason(ctx.catalog.object(sobject), rec)
+                if reason:
+                    push.skip(conn, entry, sobject, f"{sobject} {rec['Id']} has its e-mail but "
+                              f"is kept out by a {reason}: neither linked nor duplicated")
                     continue
                 owner = taken.get(rec["Id"])
                 if owner is not None and owner != row.id:
