@@ -188,8 +188,8 @@ def bench_backend(backend: str, tmp: Path, args) -> dict:
         print(f"== {backend}: (b) {args.creates:,} new people", flush=True)
         tag = uuid.uuid4().hex[:8]
         emails = [f"bench.new.{tag}.{i}@example.net" for i in range(args.creates)]
-        seconds = bench.sql("INSERT INTO person (email, first_name, last_name, company) VALUES "
-                            "(:email, 'Bench', :last, :company)",
+        seconds = bench.sql("INSERT INTO person (email, first_name, last_name, company, "
+                            "sync_to_salesforce) VALUES (:email, 'Bench', :last, :company, true)",
                             [{"email": e, "last": f"New{i:05d}", "company": f"Bench Co {i % 97}"}
                              for i, e in enumerate(emails)])
         out["creates"] = bench.cycle("creates")

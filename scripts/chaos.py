@@ -1147,7 +1147,7 @@ class Chaos:
         return True
 
     def mk_insert(self, op: dict):
-        values = op["values"]
+        values = {**op["values"], "sync_to_salesforce": True}  # for Salesforce (create_leads)
         cols = [c for c in values if values[c] is not None]
         new_id = self.sql(f"INSERT INTO person ({', '.join(cols)}) VALUES "
                           f"({', '.join(':' + c for c in cols)}) RETURNING id",

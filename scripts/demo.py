@@ -331,8 +331,8 @@ def show_push(info: dict, dags: DagRuns) -> None:
             "ORDER BY id LIMIT 1").fetchone()
         db.execute("UPDATE person SET title = 'VP Marketing Ops', state = 'ca' WHERE id = ?",
                    (person_id,))
-        db.execute("INSERT INTO person (email, first_name, last_name) "
-                   "VALUES ('new.prospect@example.org', 'Nia', 'Prospect')")
+        db.execute("INSERT INTO person (email, first_name, last_name, sync_to_salesforce) "
+                   "VALUES ('new.prospect@example.org', 'Nia', 'Prospect', 1)")
     control(info, "/clock", {"advance_seconds": 300})
     run = dags.run("salesforce_incremental_sync")
     calls = sum(step.get("api_calls", 0) for step in dags.returned_by_group(run, "push").values())

@@ -106,6 +106,11 @@ class PushSettings(_Strict):
     """The push (marketing database -> Salesforce) of people, campaigns and members."""
 
     enabled: bool = True
+    # Which new people become Leads: "flagged", only rows whose ``sync_to_salesforce`` column is
+    # true (the reference system's "Sync Person to SFDC"; "sync now" too), or "all", every row
+    # inserted into ``person``. Either way a new person whose e-mail a lead or contact has is
+    # linked to it, never duplicated.
+    create_leads: Literal["all", "flagged"] = "flagged"
     # Required lead fields, filled on a lead's first push only and only when empty.
     lead_defaults: dict[str, str] = {"LastName": "[not provided]", "Company": "[not provided]"}
     # Above this many updates (or deletes) of one object, Bulk API 2.0 ingest is used.

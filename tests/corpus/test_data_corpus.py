@@ -104,8 +104,8 @@ def data(scored_org, synced):
     rows: dict[str, int] = {}
     for case, (table, column, value, _field, _code) in REFUSED.items():
         if table == "person" and case.startswith("new-"):
-            sync.mdb.execute("INSERT INTO person (email, last_name, company) VALUES "
-                             "(:e, 'Newcomer', 'Bad Mail Co')", e=value)
+            sync.mdb.execute("INSERT INTO person (email, last_name, company, sync_to_salesforce)"
+                             " VALUES (:e, 'Newcomer', 'Bad Mail Co', true)", e=value)
             rows[case] = sync.mdb.scalar("SELECT max(id) FROM person")
         elif table == "person":
             rows[case] = (contacts if case.startswith("contact-") else leads).pop(0)
@@ -125,8 +125,9 @@ def data(scored_org, synced):
     for case, (column, _field, value) in VERBATIM.items():
         rows[case] = leads.pop(0)
         sync.mdb.execute(f"UPDATE person SET {column} = :v WHERE id = :i", v=value, i=rows[case])
-    sync.mdb.execute("INSERT INTO person (email, first_name, last_name, company) VALUES "
-                     "(:e, 'Quoted', 'O''Brien', 'Quote & Co')", e=new_email(sync.mdb.kind))
+    sync.mdb.execute("INSERT INTO person (email, first_name, last_name, company, "
+                     "sync_to_salesforce) VALUES (:e, 'Quoted', 'O''Brien', 'Quote & Co', true)",
+                     e=new_email(sync.mdb.kind))
     rows["new-email"] = sync.mdb.scalar("SELECT max(id) FROM person")
     created = dict(zip(VERBATIM, sync.create("Lead", *[
         {"LastName": "Verbatim", "Company": "Round Trip Co", field: value}

@@ -60,8 +60,8 @@ def test_initial_copy_then_incremental_cycles(airflow_db, sync_env):
             "ORDER BY id LIMIT 1")).one()
         conn.execute(sa.text("UPDATE person SET title = 'Pushed by the DAG' WHERE id = :i"),
                      {"i": lead_person})
-        conn.execute(sa.text("INSERT INTO person (email, last_name, company) VALUES "
-                             "('now@example.org', 'Now', 'Sync Now Co')"))
+        conn.execute(sa.text("INSERT INTO person (email, last_name, company, sync_to_salesforce)"
+                             " VALUES ('now@example.org', 'Now', 'Sync Now Co', true)"))
     run = incremental.test()
     assert run.state == "success"
     pushed = {ti.task_id for ti in run.get_task_instances() if ti.task_id.startswith("push.")}

@@ -180,8 +180,8 @@ def test_celery_two_workers_copy_cycles_and_sync_now_equal_the_truth(
                 conn.execute(sa.text("UPDATE person SET title = 'Marketing Edit 1' WHERE id = :i"),
                              {"i": edited.id})
                 conn.execute(sa.text(
-                    "INSERT INTO person (email, last_name, company) VALUES "
-                    "('celery.cycle1@example.org', 'Worker', 'Two Workers GmbH')"))
+                    "INSERT INTO person (email, last_name, company, sync_to_salesforce) VALUES "
+                    "('celery.cycle1@example.org', 'Worker', 'Two Workers GmbH', true)"))
                 contact_id = conn.execute(sa.text(
                     "SELECT sfdc_contact_id FROM person WHERE sfdc_type = 'Contact' AND NOT "
                     "sfdc_is_deleted AND sfdc_lead_id IS NULL ORDER BY id LIMIT 1")).scalar()
@@ -204,8 +204,9 @@ def test_celery_two_workers_copy_cycles_and_sync_now_equal_the_truth(
                 conn.execute(sa.text("UPDATE person SET title = 'Marketing Edit 2' WHERE id = :i"),
                              {"i": third.id})
                 now_id = conn.execute(sa.text(
-                    "INSERT INTO person (email, last_name, company) VALUES "
-                    "('celery.now@example.org', 'Nowak', 'Celery Now Ltd') RETURNING id")).scalar()
+                    "INSERT INTO person (email, last_name, company, sync_to_salesforce) VALUES "
+                    "('celery.now@example.org', 'Nowak', 'Celery Now Ltd', true) RETURNING id")
+                ).scalar()
             org.update("Lead", _live_lead_id(engine, offset=15), Title="Salesforce Edit 2")
             org.create("Lead", LastName="Redis", Company="Queue Ltd",
                        Email="celery.sf2@example.org")

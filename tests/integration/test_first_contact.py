@@ -130,8 +130,9 @@ def test_a_standard_org_from_nothing_but_the_readme(airflow_db, standard_org):
             "ORDER BY id LIMIT 1")).one()
         conn.execute(sa.text("UPDATE person SET title = 'Pushed on a standard org' "
                              "WHERE id = :i"), {"i": person})
-        conn.execute(sa.text("INSERT INTO person (email, last_name, company) VALUES "
-                             "('first.contact@example.org', 'Contact', 'First Contact Co')"))
+        conn.execute(sa.text("INSERT INTO person (email, last_name, company, sync_to_salesforce)"
+                             " VALUES ('first.contact@example.org', 'Contact', "
+                             "'First Contact Co', true)"))
     org.control("POST", "/clock", json={"advance_seconds": 60})
     push_calls, run = cycle()
     states = {t.task_id: t.state for t in run.get_task_instances()

@@ -160,7 +160,8 @@ def test_per_cycle_cap_oldest_first(act):
 
 
 def test_person_not_in_salesforce_waits_without_blocking_others(act):
-    act.mdb.execute("INSERT INTO person (email) VALUES ('new@prospect.example')")
+    act.mdb.execute("INSERT INTO person (email, sync_to_salesforce) VALUES "
+                    "('new@prospect.example', true)")
     newcomer = act.mdb.one("person", "email = 'new@prospect.example'")
     waiting = act.add(newcomer, "form_filled", "2024-05-01 08:00:00", "Newsletter")
     known = act.add(act.lead, "form_filled", "2024-05-01 09:00:00", "Newsletter")

@@ -76,9 +76,10 @@ def test_a_create_whose_answer_was_lost_is_made_once(sync, key_field, tmp_path):
             sync.org.control("POST", f"/schema/{sobject}/fields", json=KEY_FIELD)
     sync.cycle("r0")
     mdb = sync.mdb
-    mdb.execute("INSERT INTO person (last_name, company) VALUES ('Nomail', 'Lost Answer Inc')")
-    mdb.execute("INSERT INTO person (last_name, company, email) VALUES "
-                "('Withmail', 'Lost Answer Inc', 'lost.answer@example.org')")
+    mdb.execute("INSERT INTO person (last_name, company, sync_to_salesforce) VALUES "
+                "('Nomail', 'Lost Answer Inc', true)")
+    mdb.execute("INSERT INTO person (last_name, company, email, sync_to_salesforce) VALUES "
+                "('Withmail', 'Lost Answer Inc', 'lost.answer@example.org', true)")
     mdb.execute("INSERT INTO campaign (name) VALUES ('Lost answer campaign')")
 
     # 1. killed while the leads' create waits for its answer

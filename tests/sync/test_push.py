@@ -81,8 +81,10 @@ def test_dedupe_on_write_links_by_email_and_creates_only_unmatched_leads(sync):
                                          "Title": "From Salesforce"})[0]
     mdb.execute("INSERT INTO person (email, first_name, title) VALUES (:e, 'Dup', 'Analyst')",
                 e="  LATE.ONE@example.org ")
-    mdb.execute("INSERT INTO person (email, company) VALUES ('brand.new@example.org', 'Acme')")
-    mdb.execute("INSERT INTO person (email, last_name) VALUES ('Brand.New@example.org', 'Twin')")
+    mdb.execute("INSERT INTO person (email, company, sync_to_salesforce) VALUES "
+                "('brand.new@example.org', 'Acme', true)")
+    mdb.execute("INSERT INTO person (email, last_name, sync_to_salesforce) VALUES "
+                "('Brand.New@example.org', 'Twin', true)")
     result = P.push("r1", "create_people", sync.context())
     assert result["counts"]["Lead"]["new"] == 1 and result["counts"]["Contact"]["linked"] == 1
     linked = mdb.one("person", "first_name = 'Dup'")
@@ -114,6 +116,52 @@ def test_dedupe_on_write_links_by_email_and_creates_only_unmatched_leads(sync):
     sync.advance(60)
     sync.cycle("r3")
     assert sf(sync, "Lead", new["sfdc_lead_id"])["LastName"] == "Newman"
+
+
+@pytest.mark.parametrize("org", ["standard"], indirect=True)
+def test_only_flagged_people_become_leads_unless_create_leads_is_all(sync):
+    """push.create_leads: flagged (the default): a new person becomes a Lead only once its
+    sync_to_salesforce is true, or when "sync now" asks for it; all: every new row."""
+    from include.sfsync import pipeline as P
+
+    mdb = sync.mdb
+    leads = lambda: {r["Email"]: r for r in sync.truth("Lead")["Lead"]}  # noqa: E731
+    before = len(leads())
+    mdb.execute("INSERT INTO person (email, last_name) VALUES ('local.only@example.org', 'Lo')")
+    mdb.execute("INSERT INTO person (email, last_name, sync_to_salesforce) VALUES "
+                "('flagged@example.org', 'Fl', :t)", t=True)
+    summary = sync.cycle("r1")
+    counted = summary["push"]["create_people"]["counts"]["Lead"]
+    assert (counted["new"], counted["skipped"], counted["failed"]) == (1, 1, 0)
+    made = leads()
+    assert len(made) == before + 1 and "flagged@example.org" in made
+    local = mdb.one("person", "email = 'local.only@example.org'")
+    assert local["sfdc_lead_id"] is None
+    assert mdb.scalar("SELECT count(*) FROM sfsync_outbox") == 0  # nothing left waiting
+    sync.advance(60)
+    quiet = sync.cycle("r2")  # the skipped row is not weighed again until it changes
+    assert quiet["push"]["create_people"]["counts"] == {}
+
+    # flagging it later creates it, with every value of the row
+    mdb.execute("UPDATE person SET sync_to_salesforce = :t WHERE id = :i", t=True,
+                i=local["id"])
+    sync.advance(60)
+    sync.cycle("r3")
+    lead_id = mdb.one("person", "id = :i", i=local["id"])["sfdc_lead_id"]
+    assert lead_id and sf(sync, "Lead", lead_id)["LastName"] == "Lo"
+
+    # "sync now" is an explicit request: created whatever the flag
+    mdb.execute("INSERT INTO person (email, last_name) VALUES ('asked@example.org', 'As')")
+    asked = mdb.one("person", "email = 'asked@example.org'")
+    P.sync_now("now", person_ids=[asked["id"]], config=sync.config(), engine=mdb.engine)
+    assert mdb.one("person", "id = :i", i=asked["id"])["sfdc_lead_id"]
+
+    # all: every new row, as before the setting existed
+    mdb.execute("INSERT INTO person (email, last_name) VALUES ('every@example.org', 'Ev')")
+    sync.advance(60)
+    sync.cycle("r4", push={"create_leads": "all"})
+    assert mdb.one("person", "email = 'every@example.org'")["sfdc_lead_id"]
+    assert len(leads()) == before + 4
 
 
 def test_records_excluded_by_a_sync_filter_are_never_linked_or_written(sync):
@@ -373,8 +421,9 @@ def test_a_new_person_and_its_membership_go_in_one_cycle(sync):
     with sync.mdb.engine.begin() as conn:
         import sqlalchemy as sa
 
-        pid = conn.execute(sa.text("INSERT INTO person (email, last_name, company) VALUES "
-                                   "('fresh@example.org', 'Fresh', 'Co') RETURNING id")).scalar()
+        pid = conn.execute(sa.text(
+            "INSERT INTO person (email, last_name, company, sync_to_salesforce) VALUES "
+            "('fresh@example.org', 'Fresh', 'Co', true) RETURNING id")).scalar()
         conn.execute(sa.text("INSERT INTO campaign_member (person_id, sfdc_campaign_id) "
                              "VALUES (:p, :c)"), {"p": pid, "c": campaign["sfdc_id"]})
     sync.cycle("r1")
@@ -574,7 +623,8 @@ def test_a_deleted_members_id_is_not_reused_before_the_delete_is_pushed(sync):
 def test_request_limit_on_the_dedupe_query_stops_without_losing_anything(sync):
     from include.sfsync import pipeline as P
 
-    sync.mdb.execute("INSERT INTO person (email, last_name) VALUES ('lim@example.org', 'Lim')")
+    sync.mdb.execute("INSERT INTO person (email, last_name, sync_to_salesforce) VALUES "
+                     "('lim@example.org', 'Lim', true)")
     sync.org.control("POST", "/faults", json={"endpoint": "composite", "kind": "request_limit",
                                              "count": 1})
     result = P.push("r1", "create_people", sync.context())

@@ -16,6 +16,8 @@ Deleting a person locally does not delete it in Salesforce (as in the reference 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import sqlalchemy as sa
 
 from include.sfsync.context import SyncContext
@@ -33,14 +35,17 @@ from include.sfsync.store.outbox import PENDING, OutboxEntry
 
 def create_people(run_key: str, ctx: SyncContext, *, person_ids: set[int] | None = None) -> dict:
     """Dedupe on write: people not yet in Salesforce are linked to the lead or contact with
-    their e-mail, or created as leads when nothing matches (of ``person_ids`` only, for
-    "sync now"). Linked people's other changes are left for :func:`push_people`."""
+    their e-mail, or created as leads when nothing matches and ``push.create_leads`` allows it
+    (``flagged``: rows with ``sync_to_salesforce`` true; ``person_ids``, for "sync now", are
+    asked for explicitly). Linked people's other changes are left for :func:`push_people`."""
     push, entries, rows = start(ctx, run_key, "person", row_ids=person_ids)
     new = [e for e in entries if e.op == "upsert" and e.row_id in rows
            and not (rows[e.row_id].sfdc_lead_id or rows[e.row_id].sfdc_contact_id)]
     if new:
+        every = person_ids is not None or ctx.config.push.create_leads == "all"
         try:
-            _dedupe_and_create(push, new, rows)
+            _dedupe_and_create(push, new, rows,
+                               may_create=lambda row: every or bool(row.sync_to_salesforce))
         except RequestLimitExceeded:  # the dedupe query was refused: all stays queued
             push.stopped = "REQUEST_LIMIT_EXCEEDED"
     return push.finish()
@@ -93,9 +98,11 @@ def _email_key(value) -> str | None:
     return value.strip().lower() if isinstance(value, str) and value.strip() else None
 
 
-def _dedupe_and_create(push: Push, entries: list[OutboxEntry], rows: dict) -> list[OutboxEntry]:
+def _dedupe_and_create(push: Push, entries: list[OutboxEntry], rows: dict, *,
+                       may_create: Callable[[object], bool]) -> list[OutboxEntry]:
     """Link new people to existing leads or contacts with their e-mail; create the rest as
-    leads. Returns the linked entries (their other changes are pushed as updates)."""
+    leads, those ``may_create`` allows (the others stay here only, counted Skipped). Returns
+    the linked entries (their other changes are pushed as updates)."""
     ctx = push.ctx
     person = ctx.tables["person"]
     lead, contact = ctx.catalog.object("Lead"), ctx.catalog.object("Contact")
@@ -149,6 +156,10 @@ def _dedupe_and_create(push: Push, entries: list[OutboxEntry], rows: dict) -> li
                 _link(push, conn, entry, sobject, rec)
                 linked.append(entry)
                 push.count(sobject, "linked")
+                continue
+            if not may_create(row):  # setting sync_to_salesforce later creates it
+                push.skip(conn, entry, "Lead", "push.create_leads is 'flagged' and the row's "
+                          "sync_to_salesforce is not true: kept in the marketing database only")
                 continue
             if key:
                 claimed[key] = row.id

@@ -45,7 +45,9 @@ def _base_columns(table: str, *, two_way: bool) -> list[sa.Column]:
                  sa.Column("sfdc_lead_id", sa.Text, unique=True),
                  sa.Column("sfdc_contact_id", sa.Text, unique=True),
                  sa.Column("sfdc_account_id", sa.Text, index=True),
-                 sa.Column("email", sa.Text, index=True)]
+                 sa.Column("email", sa.Text, index=True),
+                 # push.create_leads: flagged: a new person becomes a Lead only when true
+                 sa.Column("sync_to_salesforce", sa.Boolean, server_default=sa.false())]
     if table == "activity":
         cols.append(sa.Column("sfdc_object", sa.Text))  # 'Task' or 'Event'
     # The sync's own writes, marked by the table definition: see the module docstring.
