@@ -104,7 +104,8 @@ def airflow_metadata_url():
 # pytest-xdist hands out whole files in collection order (--dist loadfile), so starting these
 # first keeps one of them from running alone at the end. Measured with --durations.
 LONGEST_FIRST = [
-    "tests/browser/test_console.py", "tests/integration/test_celery.py",
+    "tests/browser/test_console_backlog.py", "tests/browser/test_console.py",
+    "tests/integration/test_celery.py",
     "tests/dags/test_sync_dags.py", "tests/integration/test_first_contact.py",
     "tests/integration/test_initial_backfill.py", "tests/dags/test_idle_cycles.py",
     "tests/dags/test_task_logs.py", "tests/chaos/test_chaos.py",
