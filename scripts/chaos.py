@@ -23,8 +23,9 @@ printed), then runs one incremental cycle (``pipeline.run_cycle``) with faults a
 * kills: at least two cycles run in a subprocess (``scripts/chaos.py --worker``) that is
   SIGKILLed, one at a random moment and one while a create call is in flight (the emulator
   holds the answer of the first create back: fault ``slow_answer`` with ``creates_only``; the
-  record exists, the worker never learns its id). A failed or killed cycle is retried with the
-  same run key, as Airflow retries the task.
+  record exists, the worker never learns its id; when a fault stopped that cycle before any
+  create was sent, the kill is tried again on its creates). A failed or killed cycle is
+  retried with the same run key, as Airflow retries the task.
 
 Cycles run seconds apart on the real clock, with the emulator's replication endpoints
 working to the second instead of the minute (``--advance`` moves the emulator's clock on
@@ -81,6 +82,7 @@ ATTEMPTS = 4  # tries of one cycle (the first and Airflow's retries), same run k
 QUIET_MAX = 6  # cycles after the faults stop, until one writes nothing
 SETTLE_SECONDS = 600  # clock moved before each quiet cycle: past the 300 s overlap
 CREATE_HOLD_SECONDS = 3.0  # how long the emulator holds back the answer of a create
+CREATE_KILL_TRIES = 3  # attempts at killing a cycle mid-create while no create was sent yet
 # (kind, probability per call, or per record for row locks): about 10 % of calls in all
 # Draws happen per request and per composite sub-request (about six per API call), per record
 # for row locks: tuned so that faults fire on about 10 % of the API calls a cycle makes.
@@ -829,6 +831,16 @@ class Chaos:
         if kill:
             before_kills = self.result.kills
             done = self.killed_cycle(run_key, kill, rnd["kill_at"])
+            for again in range(1, CREATE_KILL_TRIES):
+                # No create was in flight (a fault stopped the push, or failed the cycle, before
+                # it): the creates still wait, so the kill is tried again on the next attempt
+                # (a new run when this one ended), with other faults drawn.
+                if kill != "create" or self.result.kills > before_kills or not self.hold_unused():
+                    break
+                self.disarm_faults()
+                if done:
+                    run_key = f"{run_key}:again{again}"
+                done = self.killed_cycle(run_key, kill, rnd["kill_at"], salt=again)
             if self.result.kills == before_kills and kill == "random":
                 self.kill_owed += 1  # it finished first: kill a later one
             elif kill == "random" and self.kill_owed and not rnd["kill"]:
@@ -848,7 +860,11 @@ class Chaos:
             self.result.notes.append(f"round {self.round}: the cycle failed {ATTEMPTS} times "
                                      "(faults); the next round goes on")
 
-    def killed_cycle(self, run_key: str, mode: str, kill_at: float) -> bool:
+    def hold_unused(self) -> bool:
+        """The create-answer hold of the last killed cycle is still armed: no create was sent."""
+        return self.last_hold in {f["id"] for f in self.emu.control("GET", "/faults")}
+
+    def killed_cycle(self, run_key: str, mode: str, kill_at: float, salt: int = 0) -> bool:
         """Run the cycle in a subprocess and SIGKILL it; returns whether it completed first."""
         slow_kind, slow_p, slow_delay = KILL_SLOW
         extra = [{"kind": slow_kind, "endpoint": "*", "count": 10 ** 9, "probability": slow_p,
@@ -856,8 +872,8 @@ class Chaos:
         if mode == "create":
             extra.append({"kind": "slow_answer", "endpoint": "*", "creates_only": True,
                           "count": 1, "delay_seconds": CREATE_HOLD_SECONDS})
-        ids = self.arm_faults(extra, salt=0)
-        hold_id = ids[-1] if mode == "create" else None
+        ids = self.arm_faults(extra, salt=2 * salt)  # the retry of a cycle arms salt 1
+        hold_id = self.last_hold = ids[-1] if mode == "create" else None
         self.next_second()
         logfile = self.workdir / f"worker-{self.seed}-r{self.round}.log"
         with open(logfile, "w") as err:
