@@ -158,12 +158,17 @@ class RowWriter:
             self.insert = f"INSERT INTO {self.target} ({cols}) VALUES ({', '.join(values)})" \
                 + merge
         elif newer_wins or len(names) > len(columns):
-            self.stage = _Stage(prep, table, columns)
+            staged = ", ".join(prep.quote(c) for c in columns)
+            self.stage = prep.quote(f"sfsync_stage_{table.name}"[:63])
+            self.create = (f"CREATE TEMPORARY TABLE {self.stage} ON COMMIT DROP AS "
+                           f"SELECT {staged} FROM {self.target} WITH NO DATA")
+            self.copy = f"COPY {self.stage} ({staged}) FROM STDIN"
             self.insert = (f"INSERT INTO {self.target} ({cols}) SELECT {', '.join(values)} FROM "
-                           f"{self.stage.name} AS s{merge}")
+                           f"{self.stage} AS s{merge}")
+            self.drop = f"DROP TABLE {self.stage}"
         else:  # straight into the table: a taken key fails the insert, as a plain INSERT does
             self.copy = f"COPY {self.target} ({cols}) FROM STDIN"
-            self.stage = None
+            self.create = None
 
     def write(self, conn: Connection, rows: list) -> None:
         if not rows:
@@ -180,10 +185,14 @@ class RowWriter:
                     for _name, sql in quiet:
                         cursor.execute(sql)
                 return
-            if self.stage:
-                self.stage.run(cursor, rows, self.insert)
-            else:
-                _copy(cursor, self.copy, rows)
+            if self.create:
+                cursor.execute(self.create)
+            with cursor.copy(self.copy) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            if self.create:
+                cursor.execute(self.insert)
+                cursor.execute(self.drop)
         finally:
             cursor.close()
 
@@ -212,9 +221,14 @@ class RowUpdater:
             self.update = (f"UPDATE {target} SET {sets} WHERE {prep.quote(key)} = "
                            f"?{columns.index(key) + 1} AND {where}")
         else:
-            self.stage = _Stage(prep, table, columns)
-            self.update = (f"UPDATE {target} SET {sets} FROM {self.stage.name} AS s WHERE "
+            staged = ", ".join(prep.quote(c) for c in columns)
+            self.stage = prep.quote(f"sfsync_stage_{table.name}"[:63])
+            self.create = (f"CREATE TEMPORARY TABLE {self.stage} ON COMMIT DROP AS "
+                           f"SELECT {staged} FROM {target} WITH NO DATA")
+            self.copy = f"COPY {self.stage} ({staged}) FROM STDIN"
+            self.update = (f"UPDATE {target} SET {sets} FROM {self.stage} AS s WHERE "
                            f"{target}.{prep.quote(key)} = s.{prep.quote(key)} AND {where}")
+            self.drop = f"DROP TABLE {self.stage}"
 
     def write(self, conn: Connection, rows: list) -> int:
         if not rows:
@@ -224,36 +238,16 @@ class RowUpdater:
             if self.dialect == "sqlite":
                 cursor.executemany(self.update, rows)
                 return cursor.rowcount
-            return self.stage.run(cursor, rows, self.update)
+            cursor.execute(self.create)
+            with cursor.copy(self.copy) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cursor.execute(self.update)
+            updated = cursor.rowcount
+            cursor.execute(self.drop)
+            return updated
         finally:
             cursor.close()
-
-
-class _Stage:
-    """PostgreSQL: a temporary table shaped like ``columns`` of ``table``, filled by ``COPY``,
-    for one set-based statement that reads it as ``s``; dropped again (and at commit)."""
-
-    def __init__(self, prep, table: sa.Table, columns: list[str]):
-        staged = ", ".join(prep.quote(c) for c in columns)
-        self.name = prep.quote(f"sfsync_stage_{table.name}"[:63])
-        self.create = (f"CREATE TEMPORARY TABLE {self.name} ON COMMIT DROP AS "
-                       f"SELECT {staged} FROM {prep.format_table(table)} WITH NO DATA")
-        self.copy = f"COPY {self.name} ({staged}) FROM STDIN"
-
-    def run(self, cursor, rows: list, statement: str) -> int:
-        """Stage ``rows``, run ``statement``; the rows it touched."""
-        cursor.execute(self.create)
-        _copy(cursor, self.copy, rows)
-        cursor.execute(statement)
-        touched = cursor.rowcount
-        cursor.execute(f"DROP TABLE {self.name}")
-        return touched
-
-
-def _copy(cursor, copy_sql: str, rows: list) -> None:
-    with cursor.copy(copy_sql) as copy:
-        for row in rows:
-            copy.write_row(row)
 
 
 def _idle_insert_triggers(cursor, table: str) -> list[tuple[str, str]]:
